@@ -1,0 +1,621 @@
+"""The embedded default dataset: coloured shapes in spatial relations.
+
+`generate_procedural_dataset` writes short videos of one or two coloured
+shapes on a dark background, each clip with several paraphrased English
+references, in the MSVD layout:
+
+```
+root/
+    YouTubeClips/proc00000_0_2.avi    # MJPG in AVI, RGB content, 8 fps
+    video_corpus.csv                  # MSVD's header, one row per reference
+    split.tsv                         # clip_id<TAB>train|val|test, no header
+    metadata.json                     # parameters, vocabulary, one scene per clip
+```
+
+Every caption names the relation between the shapes ("a red circle is to
+the left of a blue square", "a red circle moves toward a blue square"), and
+the same pair of shapes appears in clips with different relations, so a
+model that only recognises which shapes are present cannot score full marks:
+the spatial layout has to be read from the frames.
+
+Everything is deterministic for a seed, and clip `i` depends only on
+`(seed, i)`, so a dataset of 40 clips is the first 40 clips of one of 400.
+
+Example:
+
+```python
+root = generate_procedural_dataset("/tmp/shapes", num_clips=400)
+# A second call with the same arguments returns at once.
+```
+"""
+
+import csv
+import dataclasses
+import glob
+import json
+import math
+import os
+
+import cv2
+import numpy as np
+
+GENERATOR = "keras_pvc.procedural"
+VERSION = 1
+VIDEO_ID_PREFIX = "proc"  # VideoIDs are `proc00042`: no underscore inside.
+FPS = 8
+CORPUS_HEADER = (
+    "VideoID",
+    "Start",
+    "End",
+    "WorkerID",
+    "Source",
+    "AnnotationTime",
+    "Language",
+    "Description",
+)
+
+# RGB colours that stay clearly apart after MJPG's 4:2:0 chroma subsampling.
+COLORS = {
+    "red": (220, 30, 30),
+    "green": (30, 200, 60),
+    "blue": (40, 80, 240),
+    "yellow": (230, 210, 30),
+}
+BACKGROUND = (20, 20, 24)
+KINDS = ("circle", "square", "triangle")
+
+STATIC_RELATIONS = ("left_of", "right_of", "above", "below")
+MOTION_RELATIONS = ("toward", "away_from")
+SINGLE_RELATIONS = ("moves_left", "moves_right", "moves_up", "moves_down")
+RELATIONS = STATIC_RELATIONS + MOTION_RELATIONS + SINGLE_RELATIONS
+# Half the clips show a static pair, 30% a pair with one mover, 20% one mover.
+RELATION_WEIGHTS = (0.125,) * 4 + (0.15,) * 2 + (0.05,) * 4
+
+# `{a}` is the subject ("red circle"), `{b}` the object. The first template of
+# each relation is its canonical phrasing: it is always the first reference.
+TEMPLATES = {
+    "left_of": (
+        "a {a} is to the left of a {b}",
+        "a {b} is to the right of a {a}",
+        "there is a {a} to the left of a {b}",
+        "the {a} is left of the {b}",
+        "the {a} sits left of the {b}",
+        "a {a} is on the left side of a {b}",
+        "the {b} is on the right of the {a}",
+    ),
+    "right_of": (
+        "a {a} is to the right of a {b}",
+        "a {b} is to the left of a {a}",
+        "there is a {a} to the right of a {b}",
+        "the {a} is right of the {b}",
+        "the {a} sits right of the {b}",
+        "a {a} is on the right side of a {b}",
+        "the {b} is on the left of the {a}",
+    ),
+    "above": (
+        "a {a} is above a {b}",
+        "a {b} is below a {a}",
+        "there is a {a} above a {b}",
+        "the {a} sits above the {b}",
+        "the {b} is under the {a}",
+        "a {a} is over a {b}",
+        "the {b} sits below the {a}",
+    ),
+    "below": (
+        "a {a} is below a {b}",
+        "a {b} is above a {a}",
+        "there is a {a} below a {b}",
+        "the {a} sits below the {b}",
+        "the {a} is under the {b}",
+        "a {b} is over a {a}",
+        "the {b} sits above the {a}",
+    ),
+    "toward": (
+        "a {a} moves toward a {b}",
+        "a {a} approaches a {b}",
+        "the {a} moves closer to the {b}",
+        "a {a} is moving toward a {b}",
+        "the {a} slides toward the {b}",
+        "the {a} gets closer to the {b}",
+    ),
+    "away_from": (
+        "a {a} moves away from a {b}",
+        "a {a} is moving away from a {b}",
+        "the {a} slides away from the {b}",
+        "the {a} moves farther from the {b}",
+        "the {a} gets farther from the {b}",
+        "the {a} and the {b} move apart",
+    ),
+}
+for _direction in ("left", "right", "up", "down"):
+    _to = "to the " if _direction in ("left", "right") else ""
+    TEMPLATES["moves_" + _direction] = (
+        f"a {{a}} moves {_to}{_direction}",
+        f"a {{a}} is moving {_direction}",
+        f"the {{a}} slides {_to}{_direction}",
+        f"there is a {{a}} moving {_to}{_direction}",
+        f"a {{a}} goes {_direction}",
+        f"the {{a}} travels {_direction}",
+    )
+
+
+def _vocabulary():
+    words = set()
+    for templates in TEMPLATES.values():
+        for template in templates:
+            words.update(template.format(a="", b="").split())
+    words.update(COLORS)
+    words.update(KINDS)
+    return sorted(words)
+
+
+VOCABULARY = _vocabulary()
+
+# Geometry, in units of the frame side (so a scene renders at any size).
+_RADIUS_RANGE = (0.10, 0.12)  # 6.4-7.7 px at 64x64
+_BOUND = 1.3  # bounding radius / radius: covers the square and the triangle
+_MARGIN = 0.02  # gap between a shape and the frame border
+_GAP = 0.04  # least gap between the bounding circles of two shapes
+_JITTER = 0.01  # per-frame jitter of static shapes (0.6 px at 64x64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """One shape of a scene, in units of the frame side (y grows downwards).
+
+    Args:
+        color: str. A key of `COLORS`.
+        kind: str. One of `KINDS`.
+        radius: float. Circle radius; squares and triangles are drawn at a
+            comparable size, all within `1.3 * radius` of the centre.
+        start: tuple of 2 floats. Centre `(x, y)` in the first frame.
+        end: tuple of 2 floats. Centre `(x, y)` in the last frame; the centre
+            moves linearly in between.
+    """
+
+    color: str
+    kind: str
+    radius: float
+    start: tuple
+    end: tuple
+
+    @property
+    def name(self):
+        return f"{self.color} {self.kind}"
+
+    @property
+    def moves(self):
+        return tuple(self.start) != tuple(self.end)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+    """A clip's content: its shapes and the relation its captions state.
+
+    Args:
+        shapes: tuple of `Shape`.
+        relation: str. One of `RELATIONS`.
+        subject: int. Index in `shapes` of the captions' subject `{a}`: for a
+            static relation the shape first in (colour, kind) order, so the
+            canonical caption is a function of the pixels; else the mover.
+        object: int or None. Index of `{b}`; None for single-shape relations.
+        jitter_seed: int. Seeds the per-frame jitter of static shapes.
+    """
+
+    shapes: tuple
+    relation: str
+    subject: int
+    object: int = None
+    jitter_seed: int = 0
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config):
+        config = dict(config)
+        config["shapes"] = tuple(
+            Shape(**{**s, "start": tuple(s["start"]), "end": tuple(s["end"])})
+            for s in config["shapes"]
+        )
+        return cls(**config)
+
+
+def _shape_order(color, kind):
+    return (list(COLORS).index(color), KINDS.index(kind))
+
+
+def _fits(point, bound):
+    low, high = bound + _MARGIN, 1.0 - bound - _MARGIN
+    return all(low <= c <= high for c in point)
+
+
+def _place_static(rng, relation, bound_a, bound_b):
+    """Centres of subject and object with the relation clearly true."""
+    for _ in range(1000):
+        along = rng.uniform(bound_a + bound_b + _GAP, 0.65)
+        across = rng.uniform(-0.4, 0.4) * along  # |across| <= 0.4 |along|
+        sign = 1.0 if relation in ("left_of", "above") else -1.0
+        # Offset from subject to object: +x is "subject left of object".
+        dx, dy = (sign * along, across)
+        if relation in ("above", "below"):
+            dx, dy = dy, dx
+        a = (rng.uniform(0.0, 1.0), rng.uniform(0.0, 1.0))
+        b = (a[0] + dx, a[1] + dy)
+        if _fits(a, bound_a) and _fits(b, bound_b):
+            return a, b
+    raise RuntimeError(f"Could not place a {relation} scene.")  # pragma: no cover
+
+
+def _place_motion(rng, relation, bound_mover, bound_other):
+    """Mover's start and end, and the static shape's centre."""
+    for _ in range(1000):
+        other = (rng.uniform(0.0, 1.0), rng.uniform(0.0, 1.0))
+        if not _fits(other, bound_other):
+            continue
+        angle = rng.uniform(0.0, 2.0 * math.pi)
+        unit = (math.cos(angle), math.sin(angle))
+        near = bound_mover + bound_other + _GAP + rng.uniform(0.0, 0.05)
+        far = near + rng.uniform(0.22, 0.35)
+        near_point = (other[0] + near * unit[0], other[1] + near * unit[1])
+        far_point = (other[0] + far * unit[0], other[1] + far * unit[1])
+        if _fits(near_point, bound_mover) and _fits(far_point, bound_mover):
+            if relation == "toward":
+                return far_point, near_point, other
+            return near_point, far_point, other
+    raise RuntimeError(f"Could not place a {relation} scene.")  # pragma: no cover
+
+
+def _place_single(rng, relation, bound):
+    low, high = bound + _MARGIN, 1.0 - bound - _MARGIN
+    travel = rng.uniform(0.3, 0.5)
+    fixed = rng.uniform(low, high)
+    begin = rng.uniform(low, high - travel)
+    finish = begin + travel
+    if relation in ("moves_left", "moves_up"):
+        begin, finish = finish, begin
+    if relation in ("moves_left", "moves_right"):
+        return (begin, fixed), (finish, fixed)
+    return (fixed, begin), (fixed, finish)
+
+
+def sample_scene(rng):
+    """Samples a random scene.
+
+    Args:
+        rng: `np.random.Generator`.
+
+    Returns:
+        A `Scene` whose captions (`scene_captions`) are all true of its
+        frames (`render_scene`).
+    """
+    relation = RELATIONS[rng.choice(len(RELATIONS), p=RELATION_WEIGHTS)]
+    colors, kinds = list(COLORS), list(KINDS)
+    radii = rng.uniform(*_RADIUS_RANGE, size=2)
+    if relation in SINGLE_RELATIONS:
+        color, kind = colors[rng.integers(len(colors))], kinds[rng.integers(3)]
+        start, end = _place_single(rng, relation, _BOUND * radii[0])
+        shapes = (Shape(color, kind, float(radii[0]), start, end),)
+        return Scene(shapes, relation, 0, None, int(rng.integers(2**31)))
+
+    # Two shapes that differ in colour or kind, so each one is nameable.
+    num_types = len(colors) * len(kinds)
+    first, second = rng.choice(num_types, size=2, replace=False)
+    types = [divmod(int(first), 3), divmod(int(second), 3)]
+    types = [(colors[c], kinds[k]) for c, k in types]
+    if relation in STATIC_RELATIONS:
+        # The subject is the shape first in (colour, kind) order.
+        types.sort(key=lambda t: _shape_order(*t))
+        a, b = _place_static(rng, relation, _BOUND * radii[0], _BOUND * radii[1])
+        shapes = (
+            Shape(*types[0], float(radii[0]), a, a),
+            Shape(*types[1], float(radii[1]), b, b),
+        )
+    else:
+        start, end, other = _place_motion(
+            rng, relation, _BOUND * radii[0], _BOUND * radii[1]
+        )
+        shapes = (
+            Shape(*types[0], float(radii[0]), start, end),
+            Shape(*types[1], float(radii[1]), other, other),
+        )
+    return Scene(shapes, relation, 0, 1, int(rng.integers(2**31)))
+
+
+def scene_captions(scene, rng=None):
+    """The references of a scene: the canonical one first, then paraphrases.
+
+    Args:
+        scene: `Scene`.
+        rng: `np.random.Generator` or None. Shuffles the paraphrases after
+            the canonical caption; None keeps the template order.
+
+    Returns:
+        list of str, at least 5 distinct lower-case captions, all true.
+    """
+    a = scene.shapes[scene.subject].name
+    b = scene.shapes[scene.object].name if scene.object is not None else ""
+    captions = [t.format(a=a, b=b) for t in TEMPLATES[scene.relation]]
+    paraphrases = captions[1:]
+    if rng is not None:
+        paraphrases = [paraphrases[i] for i in rng.permutation(len(paraphrases))]
+    return [captions[0]] + paraphrases
+
+
+def shape_centers(scene, num_frames):
+    """Centres of every shape in every frame, in units of the frame side.
+
+    Returns:
+        float array `(num_shapes, num_frames, 2)` of `(x, y)`; static shapes
+        include their jitter.
+    """
+    jitter_rng = np.random.default_rng(scene.jitter_seed)
+    progress = np.linspace(0.0, 1.0, num_frames)[:, None]
+    centers = []
+    for shape in scene.shapes:
+        start, end = np.asarray(shape.start), np.asarray(shape.end)
+        path = start + progress * (end - start)
+        jitter = jitter_rng.uniform(-_JITTER, _JITTER, size=path.shape)
+        if not shape.moves:
+            path = path + jitter
+        centers.append(path)
+    return np.stack(centers)
+
+
+def _shape_polygon(kind, center, radius):
+    x, y = center
+    if kind == "square":
+        h = 0.9 * radius
+        return np.array([(x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h)])
+    # An upward triangle with its centroid at the centre.
+    r = _BOUND * radius
+    angles = np.deg2rad([-90.0, 30.0, 150.0])
+    return np.stack([x + r * np.cos(angles), y + r * np.sin(angles)], axis=1)
+
+
+def render_scene(scene, num_frames=16, frame_size=64):
+    """Renders a scene.
+
+    Args:
+        scene: `Scene`.
+        num_frames: int.
+        frame_size: int. Frames are `frame_size` x `frame_size`.
+
+    Returns:
+        uint8 array `(num_frames, frame_size, frame_size, 3)`, RGB.
+    """
+    shift = 4  # sub-pixel precision for OpenCV's drawing: 1/16 px
+    scale = frame_size * (1 << shift)
+    centers = shape_centers(scene, num_frames)
+    frames = np.empty((num_frames, frame_size, frame_size, 3), np.uint8)
+    frames[...] = BACKGROUND
+    for t in range(num_frames):
+        frame = frames[t]
+        for shape, path in zip(scene.shapes, centers):
+            color = COLORS[shape.color]
+            if shape.kind == "circle":
+                center = tuple(int(round(c * scale)) for c in path[t])
+                radius = int(round(shape.radius * scale))
+                cv2.circle(frame, center, radius, color, -1, cv2.LINE_AA, shift)
+            else:
+                polygon = _shape_polygon(shape.kind, path[t], shape.radius)
+                points = np.round(polygon * scale).astype(np.int32)
+                cv2.fillPoly(frame, [points], color, cv2.LINE_AA, shift)
+    return frames
+
+
+def write_video(path, frames, fps=FPS):
+    """Writes RGB frames `(T, H, W, 3)` to an MJPG `.avi` file."""
+    height, width = frames.shape[1:3]
+    fourcc = cv2.VideoWriter_fourcc(*"MJPG")
+    # OpenCV's own MJPEG writer needs no FFmpeg; fall back to the default.
+    writer = cv2.VideoWriter(path, cv2.CAP_OPENCV_MJPEG, fourcc, fps, (width, height))
+    if writer.isOpened():
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
+    else:
+        writer = cv2.VideoWriter(path, fourcc, fps, (width, height))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write MJPG video to {path!r}.")
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def clip_id(index, num_frames, fps=FPS):
+    """MSVD-style id `<VideoID>_<Start>_<End>` of clip `index`."""
+    end = max(1, int(round(num_frames / fps)))
+    return f"{VIDEO_ID_PREFIX}{index:05d}_0_{end}"
+
+
+def _split_counts(num_clips, split_fractions):
+    raw = [num_clips * f for f in split_fractions]
+    counts = [int(math.floor(r)) for r in raw]
+    by_remainder = sorted(range(3), key=lambda i: counts[i] - raw[i])
+    for i in by_remainder[: num_clips - sum(counts)]:
+        counts[i] += 1
+    # Every split asked for gets at least one clip where there are enough.
+    for i in range(3):
+        if split_fractions[i] > 0 and counts[i] == 0:
+            donor = max(range(3), key=lambda j: counts[j])
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[i] += 1
+    return counts
+
+
+def _assign_splits(num_clips, split_fractions, seed):
+    counts = _split_counts(num_clips, split_fractions)
+    order = np.random.default_rng([seed, 2**32 - 1]).permutation(num_clips)
+    splits = [None] * num_clips
+    names = ["train"] * counts[0] + ["val"] * counts[1] + ["test"] * counts[2]
+    for position, index in enumerate(order):
+        splits[int(index)] = names[position]
+    return splits
+
+
+def _write_atomically(path, write):
+    temporary = path + ".tmp"
+    with open(temporary, "w", newline="", encoding="utf-8") as f:
+        write(f)
+    os.replace(temporary, path)
+
+
+def _write_json(path, data):
+    _write_atomically(path, lambda f: json.dump(data, f, indent=1))
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _remove(paths):
+    for path in paths:
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def generate_procedural_dataset(
+    root,
+    num_clips=400,
+    num_frames=16,
+    frame_size=64,
+    seed=0,
+    split_fractions=(0.8, 0.05, 0.15),
+    overwrite=False,
+):
+    """Writes the procedural shapes dataset in the MSVD layout.
+
+    Idempotent and resumable: if `root` already holds a complete dataset with
+    the same parameters it returns at once; an interrupted run resumes,
+    keeping the videos it finished. `metadata.json` is written last, so it
+    exists only for a complete dataset.
+
+    Args:
+        root: str or path-like. The dataset folder (created if missing).
+        num_clips: int. Number of clips.
+        num_frames: int. Frames per clip (8 fps).
+        frame_size: int. Frames are `frame_size` x `frame_size`.
+        seed: int. Everything written depends on it alone.
+        split_fractions: 3 floats. Train, val, test fractions, summing to 1.
+        overwrite: bool. Replace a dataset made with other parameters (or a
+            foreign `video_corpus.csv`) instead of raising `ValueError`.
+
+    Returns:
+        str, `root`.
+    """
+    root = os.fspath(root)
+    split_fractions = tuple(float(f) for f in split_fractions)
+    if num_clips < 1 or num_frames < 2 or frame_size < 16:
+        raise ValueError(
+            "Need num_clips >= 1, num_frames >= 2 and frame_size >= 16; got "
+            f"{num_clips}, {num_frames}, {frame_size}."
+        )
+    if (
+        len(split_fractions) != 3
+        or min(split_fractions) < 0
+        or abs(sum(split_fractions) - 1.0) > 1e-6
+        or split_fractions[0] == 0
+    ):
+        raise ValueError(
+            "split_fractions must be 3 non-negative fractions (train, val, test) "
+            f"summing to 1 with train > 0; got {split_fractions}."
+        )
+    params = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "seed": int(seed),
+        "num_clips": int(num_clips),
+        "num_frames": int(num_frames),
+        "frame_size": int(frame_size),
+        "split_fractions": list(split_fractions),
+    }
+    video_dir = os.path.join(root, "YouTubeClips")
+    corpus_path = os.path.join(root, "video_corpus.csv")
+    split_path = os.path.join(root, "split.tsv")
+    metadata_path = os.path.join(root, "metadata.json")
+    progress_path = os.path.join(root, ".procedural_in_progress.json")
+    clip_ids = [clip_id(i, num_frames) for i in range(num_clips)]
+    video_paths = [os.path.join(video_dir, c + ".avi") for c in clip_ids]
+
+    resume = False
+    metadata = _read_json(metadata_path) if os.path.exists(metadata_path) else None
+    if os.path.exists(metadata_path):
+        old = {k: (metadata or {}).get(k) for k in params}
+        if old == params:
+            complete = all(
+                os.path.exists(p) for p in [corpus_path, split_path] + video_paths
+            )
+            if complete:
+                return root
+            resume = True
+        elif not overwrite:
+            differing = {k: old[k] for k in params if old[k] != params[k]}
+            raise ValueError(
+                f"{root!r} holds a dataset made with other parameters "
+                f"({differing}, asked {params}). Pass overwrite=True to replace "
+                "it, or choose another root."
+            )
+    elif os.path.exists(progress_path):
+        # Our own unfinished run: resume it if it asked for the same thing.
+        resume = _read_json(progress_path) == params
+    elif os.path.exists(corpus_path) and not overwrite:
+        raise ValueError(
+            f"{root!r} holds a video_corpus.csv that this generator did not "
+            "write. Pass overwrite=True to replace it, or choose another root."
+        )
+
+    os.makedirs(video_dir, exist_ok=True)
+    _remove([metadata_path])
+    _remove(glob.glob(os.path.join(video_dir, VIDEO_ID_PREFIX + "*.tmp.avi")))
+    if not resume:
+        _remove(glob.glob(os.path.join(video_dir, VIDEO_ID_PREFIX + "*.avi")))
+        _remove([corpus_path, split_path])
+    _write_json(progress_path, params)
+
+    rows, scenes = [], {}
+    for index, (name, path) in enumerate(zip(clip_ids, video_paths)):
+        rng = np.random.default_rng([seed, index])
+        scene = sample_scene(rng)
+        scenes[name] = scene.to_dict()
+        if not os.path.exists(path):
+            temporary = path[: -len(".avi")] + ".tmp.avi"
+            write_video(temporary, render_scene(scene, num_frames, frame_size))
+            os.replace(temporary, path)
+        video_id, start, end = name.rsplit("_", 2)
+        for worker, caption in enumerate(scene_captions(scene, rng)):
+            rows.append(
+                (video_id, start, end, worker, "clean", 0, "English", caption)
+            )
+
+    def write_corpus(f):
+        writer = csv.writer(f)
+        writer.writerow(CORPUS_HEADER)
+        writer.writerows(rows)
+
+    splits = _assign_splits(num_clips, split_fractions, seed)
+    _write_atomically(corpus_path, write_corpus)
+    _write_atomically(
+        split_path,
+        lambda f: f.writelines(f"{c}\t{s}\n" for c, s in zip(clip_ids, splits)),
+    )
+    metadata = dict(params)
+    metadata.update(
+        {
+            "fps": FPS,
+            "codec": "MJPG",
+            "colors": {k: list(v) for k, v in COLORS.items()},
+            "background": list(BACKGROUND),
+            "kinds": list(KINDS),
+            "relations": list(RELATIONS),
+            "canonical_templates": {r: t[0] for r, t in TEMPLATES.items()},
+            "vocabulary": VOCABULARY,
+            "scenes": scenes,
+        }
+    )
+    _write_json(metadata_path, metadata)
+    _remove([progress_path])
+    return root

@@ -1,0 +1,15 @@
+"""The four swappable components of a video captioner."""
+
+from keras_pvc.layers.caption_decoder import CaptionDecoder
+from keras_pvc.layers.frame_cnn import FrameCNN
+from keras_pvc.layers.spatial_graph_conv import SpatialGraphConv
+from keras_pvc.layers.spatial_graph_conv import grid_adjacency
+from keras_pvc.layers.temporal_lstm_encoder import TemporalLSTMEncoder
+
+__all__ = [
+    "CaptionDecoder",
+    "FrameCNN",
+    "SpatialGraphConv",
+    "TemporalLSTMEncoder",
+    "grid_adjacency",
+]

@@ -1,0 +1,307 @@
+import keras
+import numpy as np
+from keras import ops
+
+
+def grid_adjacency(height, width, neighbourhood=8):
+    """The adjacency matrix of an `height x width` grid of regions.
+
+    Args:
+        height: int. Rows of the grid.
+        width: int. Columns of the grid.
+        neighbourhood: int. 8 (king moves) or 4 (rook moves).
+
+    Returns:
+        float32 array `(height * width, height * width)`, 1 between
+        neighbouring regions, 0 elsewhere and on the diagonal.
+    """
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"`neighbourhood` must be 4 or 8, got {neighbourhood}.")
+    num_regions = height * width
+    adjacency = np.zeros((num_regions, num_regions), dtype="float32")
+    for row in range(height):
+        for col in range(width):
+            for d_row in (-1, 0, 1):
+                for d_col in (-1, 0, 1):
+                    if (d_row, d_col) == (0, 0):
+                        continue
+                    if neighbourhood == 4 and d_row and d_col:
+                        continue
+                    other_row, other_col = row + d_row, col + d_col
+                    if 0 <= other_row < height and 0 <= other_col < width:
+                        adjacency[
+                            row * width + col, other_row * width + other_col
+                        ] = 1.0
+    return adjacency
+
+
+@keras.saving.register_keras_serializable(package="keras_pvc")
+class SpatialGraphConv(keras.layers.Layer):
+    """Message passing between the regions of each frame, then node pooling.
+
+    A graph convolution whose nodes are the `N` regions of one frame (the
+    cells of a CNN's last feature map) so that "what is where, next to what"
+    survives into the temporal model. Two adjacencies, alone or together:
+
+    - `"grid"` — a fixed spatial grid, regions linked to their 8 (or 4)
+      neighbours, normalised as in Kipf & Welling's GCN:
+      `X' = act(D^-1/2 (A + I) D^-1/2 X W + b)`.
+    - `"learned"` — an adjacency computed from the features of each frame,
+      as object-relational-graph captioners do (dot-product attention):
+      `A = softmax(X Wq (X Wk)^T / sqrt(d))`, `X' = act(A X W + b)`.
+    - `"both"` — the sum of the two messages.
+
+    A learned position embedding per region is added first, so nodes know
+    where they are (left/right/above/below are what the captions ask for), and
+    the layer is residual: `X' + X Wr` (`Wr` only when channels change).
+    With `pooling` set, the nodes of each frame are pooled to one vector.
+
+    **Mode**: batch and mixed, as spektral names them. The grid adjacency is
+    one `(N, N)` matrix shared by every frame (mixed mode); the learned one is
+    per frame (batch mode). An explicit `adjacency` can be passed to `call`
+    as `(N, N)` (mixed) or `(B, T, N, N)` (batch); it is normalised with
+    `preprocess`.
+
+    **Input**: node features `(B, T, N, C)` (or `(B, N, C)` for single images).
+
+    **Output**: `(B, T, units)` with pooling, `(B, T, N, units)` without.
+
+    Args:
+        units: int. Output channels per node.
+        grid_shape: tuple `(height, width)` with `height * width == N`, or
+            None for a square grid inferred from `N`.
+        adjacency: str. `"grid"`, `"learned"` or `"both"`.
+        num_layers: int. Rounds of message passing.
+        neighbourhood: int. 8 or 4 neighbours in the grid adjacency.
+        attention_dim: int. Query/key size of the learned adjacency.
+        position_embedding: bool. Add a learned embedding per region.
+        pooling: str or None. `"mean"`, `"max"`, `"attention"` (a learned
+            softmax over regions) or None to return the nodes.
+        activation: str. Activation of each round.
+        dropout: float. Dropout on the messages.
+        **kwargs: Standard layer arguments.
+
+    Call arguments:
+        nodes: float tensor `(B, T, N, C)`.
+        adjacency: optional float tensor, `(N, N)` or `(B, T, N, N)`.
+        training: bool.
+
+    Example:
+    ```python
+    regions = np.random.rand(2, 4, 16, 32).astype("float32")  # 4x4 grid
+    graph = keras_pvc.layers.SpatialGraphConv(64, adjacency="both")
+    graph(regions).shape  # (2, 4, 64)
+    ```
+
+    Reference:
+    - [Kipf & Welling, 2017](https://arxiv.org/abs/1609.02907)
+    - [Zhang et al., Object Relational Graph, 2020](https://arxiv.org/abs/2003.13942)
+    """
+
+    def __init__(
+        self,
+        units,
+        grid_shape=None,
+        adjacency="grid",
+        num_layers=1,
+        neighbourhood=8,
+        attention_dim=64,
+        position_embedding=True,
+        pooling="attention",
+        activation="relu",
+        dropout=0.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if adjacency not in ("grid", "learned", "both"):
+            raise ValueError(
+                "`adjacency` must be 'grid', 'learned' or 'both', "
+                f"got {adjacency!r}."
+            )
+        if pooling not in ("mean", "max", "attention", None):
+            raise ValueError(
+                "`pooling` must be 'mean', 'max', 'attention' or None, "
+                f"got {pooling!r}."
+            )
+        self.units = units
+        self.grid_shape = tuple(grid_shape) if grid_shape else None
+        self.adjacency = adjacency
+        self.num_layers = num_layers
+        self.neighbourhood = neighbourhood
+        self.attention_dim = attention_dim
+        self.position_embedding = position_embedding
+        self.pooling = pooling
+        self.activation = keras.activations.get(activation)
+        self.dropout = dropout
+        self.supports_masking = True
+
+    @staticmethod
+    def preprocess(adjacency):
+        """`D^-1/2 (A + I) D^-1/2`, the GCN normalisation, on any batch shape."""
+        adjacency = ops.convert_to_tensor(adjacency, "float32")
+        num_nodes = ops.shape(adjacency)[-1]
+        adjacency = adjacency + ops.eye(num_nodes, dtype="float32")
+        degree = ops.sum(adjacency, axis=-1)
+        inverse_sqrt = ops.where(degree > 0, ops.rsqrt(degree), 0.0)
+        return (
+            adjacency
+            * ops.expand_dims(inverse_sqrt, -1)
+            * ops.expand_dims(inverse_sqrt, -2)
+        )
+
+    def _resolve_grid(self, num_regions):
+        if self.grid_shape is not None:
+            height, width = self.grid_shape
+        else:
+            side = int(round(num_regions**0.5))
+            height, width = side, side
+        if height * width != num_regions:
+            raise ValueError(
+                f"SpatialGraphConv: {num_regions} regions do not fill a grid "
+                f"of {height}x{width}; pass `grid_shape=(height, width)`."
+            )
+        return height, width
+
+    def build(self, nodes_shape, adjacency_shape=None):
+        num_regions, channels = nodes_shape[-2], nodes_shape[-1]
+        height, width = self._resolve_grid(num_regions)
+        self.resolved_grid_shape = (height, width)
+        normalised = self.preprocess(
+            grid_adjacency(height, width, self.neighbourhood)
+        )
+        # A constant of the layer, not a weight: rebuilt from the config.
+        self.grid_matrix = ops.convert_to_numpy(normalised)
+        if self.position_embedding:
+            self.position_embeddings = self.add_weight(
+                name="position_embeddings",
+                shape=(num_regions, channels),
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+            )
+        self.grid_dense, self.learned_dense = [], []
+        self.query_dense, self.key_dense, self.residual_dense = [], [], []
+        in_channels = channels
+        for index in range(self.num_layers):
+            if self.adjacency in ("grid", "both"):
+                dense = keras.layers.Dense(
+                    self.units, name=f"grid_dense_{index}", dtype=self.dtype_policy
+                )
+                dense.build((None, in_channels))
+                self.grid_dense.append(dense)
+            if self.adjacency in ("learned", "both"):
+                dense = keras.layers.Dense(
+                    self.units,
+                    use_bias=self.adjacency == "learned",
+                    name=f"learned_dense_{index}",
+                    dtype=self.dtype_policy,
+                )
+                query = keras.layers.Dense(
+                    self.attention_dim,
+                    name=f"query_dense_{index}",
+                    dtype=self.dtype_policy,
+                )
+                key = keras.layers.Dense(
+                    self.attention_dim,
+                    name=f"key_dense_{index}",
+                    dtype=self.dtype_policy,
+                )
+                for layer in (dense, query, key):
+                    layer.build((None, in_channels))
+                self.learned_dense.append(dense)
+                self.query_dense.append(query)
+                self.key_dense.append(key)
+            residual = None
+            if in_channels != self.units:
+                residual = keras.layers.Dense(
+                    self.units,
+                    use_bias=False,
+                    name=f"residual_dense_{index}",
+                    dtype=self.dtype_policy,
+                )
+                residual.build((None, in_channels))
+            self.residual_dense.append(residual)
+            in_channels = self.units
+        self.message_dropout = keras.layers.Dropout(
+            self.dropout, dtype=self.dtype_policy
+        )
+        if self.pooling == "attention":
+            self.pool_score = keras.layers.Dense(
+                1, name="pool_score", dtype=self.dtype_policy
+            )
+            self.pool_score.build((None, self.units))
+
+    def learned_adjacency(self, nodes, layer_index=0):
+        """The row-normalised attention adjacency `(..., N, N)` of `nodes`."""
+        query = self.query_dense[layer_index](nodes)
+        key = self.key_dense[layer_index](nodes)
+        scores = ops.matmul(query, ops.swapaxes(key, -1, -2))
+        scores = scores / ops.sqrt(ops.cast(self.attention_dim, scores.dtype))
+        return ops.softmax(scores, axis=-1)
+
+    def call(self, nodes, adjacency=None, training=None):
+        if self.position_embedding:
+            nodes = nodes + ops.cast(self.position_embeddings, nodes.dtype)
+        if adjacency is None:
+            grid = ops.cast(self.grid_matrix, nodes.dtype)
+        else:
+            grid = ops.cast(self.preprocess(adjacency), nodes.dtype)
+        for index in range(self.num_layers):
+            message = 0.0
+            if self.adjacency in ("grid", "both"):
+                message = message + ops.matmul(
+                    grid, self.grid_dense[index](nodes)
+                )
+            if self.adjacency in ("learned", "both"):
+                attention = self.learned_adjacency(nodes, index)
+                message = message + ops.matmul(
+                    attention, self.learned_dense[index](nodes)
+                )
+            message = self.message_dropout(
+                self.activation(message), training=training
+            )
+            residual = nodes
+            if self.residual_dense[index] is not None:
+                residual = self.residual_dense[index](nodes)
+            nodes = residual + message
+        return self.pool(nodes)
+
+    def pool(self, nodes):
+        """Pools nodes `(..., N, units)` to `(..., units)` (per `pooling`)."""
+        if self.pooling is None:
+            return nodes
+        if self.pooling == "mean":
+            return ops.mean(nodes, axis=-2)
+        if self.pooling == "max":
+            return ops.max(nodes, axis=-2)
+        weights = self.region_weights(nodes)
+        return ops.sum(nodes * ops.expand_dims(weights, -1), axis=-2)
+
+    def region_weights(self, nodes):
+        """Attention-pooling weights over regions `(..., N)`; sum to 1."""
+        scores = ops.squeeze(self.pool_score(nodes), -1)
+        return ops.softmax(scores, axis=-1)
+
+    def compute_output_shape(self, nodes_shape, adjacency_shape=None):
+        if self.pooling is None:
+            return tuple(nodes_shape[:-1]) + (self.units,)
+        return tuple(nodes_shape[:-2]) + (self.units,)
+
+    def compute_mask(self, nodes, mask=None):
+        return mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "units": self.units,
+                "grid_shape": list(self.grid_shape) if self.grid_shape else None,
+                "adjacency": self.adjacency,
+                "num_layers": self.num_layers,
+                "neighbourhood": self.neighbourhood,
+                "attention_dim": self.attention_dim,
+                "position_embedding": self.position_embedding,
+                "pooling": self.pooling,
+                "activation": keras.activations.serialize(self.activation),
+                "dropout": self.dropout,
+            }
+        )
+        return config
