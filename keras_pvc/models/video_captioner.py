@@ -1,0 +1,226 @@
+import keras
+import keras_hub
+import numpy as np
+from keras import ops
+
+from keras_pvc.models.video_captioner_backbone import VideoCaptionerBackbone
+from keras_pvc.models.video_captioner_preprocessor import BOS_ID
+from keras_pvc.models.video_captioner_preprocessor import EOS_ID
+from keras_pvc.models.video_captioner_preprocessor import VideoCaptionerPreprocessor
+
+
+def masked_accuracy(y_true, y_pred):
+    """Next-word accuracy; weight it with the padding mask (sample_weight)."""
+    predicted = ops.cast(ops.argmax(y_pred, axis=-1), y_true.dtype)
+    return ops.cast(ops.equal(y_true, predicted), "float32")
+
+
+def get_sampler(sampler):
+    """A `keras_hub.samplers.Sampler` from a name, a config or an instance."""
+    if isinstance(sampler, keras_hub.samplers.Sampler):
+        return sampler
+    if sampler == "beam":
+        return keras_hub.samplers.BeamSampler(num_beams=5)
+    try:
+        return keras_hub.samplers.get(sampler)
+    except ValueError as error:
+        raise ValueError(
+            f"Unknown sampler {sampler!r}: use 'greedy', 'beam', 'top_k', "
+            "'top_p', 'random' or a keras_hub.samplers.Sampler."
+        ) from error
+
+
+@keras.saving.register_keras_serializable(package="keras_pvc")
+class VideoCaptioner(keras_hub.models.Task):
+    """Captions videos: a `VideoCaptionerBackbone` and its preprocessor.
+
+    Trains with `fit` on teacher-forced next-word cross-entropy (the
+    preprocessor turns captions into inputs, labels and a padding mask) and
+    captions with `generate`, which runs the video encoder once and then
+    decodes word by word with a `keras_hub.samplers` sampler.
+
+    Args:
+        backbone: `VideoCaptionerBackbone`.
+        preprocessor: `VideoCaptionerPreprocessor` or None.
+        **kwargs: Standard model arguments.
+
+    Example:
+    ```python
+    model = keras_pvc.from_preset("procedural", vocabulary=vocabulary)
+    model.fit(train_ds, validation_data=val_ds, epochs=10)
+    model.generate({"frames": frames, "frame_mask": frame_mask})
+    # ["a red circle is left of a blue square", ...]
+    ```
+    """
+
+    backbone_cls = VideoCaptionerBackbone
+    preprocessor_cls = VideoCaptionerPreprocessor
+
+    def __init__(self, backbone, preprocessor=None, **kwargs):
+        # === Layers ===
+        self.backbone = backbone
+        self.preprocessor = preprocessor
+
+        # === Functional Model ===
+        inputs = backbone.input
+        outputs = backbone(inputs)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+
+        self._generate_functions = {}
+
+    def compile(
+        self,
+        optimizer="auto",
+        loss="auto",
+        *,
+        weighted_metrics="auto",
+        learning_rate=1e-3,
+        clipnorm=5.0,
+        **kwargs,
+    ):
+        """Adam, masked sparse cross-entropy and masked accuracy by default.
+
+        Args:
+            optimizer: "auto" (Adam with `learning_rate` and `clipnorm`), or
+                any Keras optimizer.
+            loss: "auto" (sparse categorical cross-entropy on logits; the
+                padding mask arrives as `sample_weight`), or any loss.
+            weighted_metrics: "auto" (next-word accuracy over real words).
+            learning_rate: float. For the "auto" optimizer.
+            clipnorm: float. Gradient clipping for the "auto" optimizer.
+            **kwargs: Passed to `keras.Model.compile`.
+        """
+        if optimizer == "auto":
+            optimizer = keras.optimizers.Adam(
+                learning_rate=learning_rate, clipnorm=clipnorm
+            )
+        if loss == "auto":
+            loss = keras.losses.SparseCategoricalCrossentropy(
+                from_logits=True, reduction="mean_with_sample_weight"
+            )
+        if weighted_metrics == "auto":
+            weighted_metrics = [
+                keras.metrics.MeanMetricWrapper(masked_accuracy, name="accuracy")
+            ]
+        super().compile(
+            optimizer=optimizer,
+            loss=loss,
+            weighted_metrics=weighted_metrics,
+            **kwargs,
+        )
+
+    @property
+    def caption_length(self):
+        if self.preprocessor is not None:
+            return self.preprocessor.caption_length
+        return 20
+
+    def _generate_function(self, sampler, max_length):
+        import tensorflow as tf
+
+        key = (id(sampler), max_length)
+        if key in self._generate_functions:
+            return self._generate_functions[key]
+        backbone = self.backbone
+        decoder = backbone.caption_decoder
+
+        def next_token(prompt, cache, index):
+            token_ids = ops.take(prompt, index - 1, axis=1)
+            logits, cache = decoder.step(token_ids, cache)
+            return logits, None, cache
+
+        @tf.function(reduce_retracing=True)
+        def generate(inputs):
+            sequence, hidden, cell = backbone.encode(inputs, training=False)
+            frame_mask = inputs.get("frame_mask")
+            cache = decoder.initial_cache(sequence, frame_mask, hidden, cell)
+            batch_size = ops.shape(sequence)[0]
+            prompt = ops.concatenate(
+                [
+                    ops.full((batch_size, 1), BOS_ID, "int32"),
+                    ops.zeros((batch_size, max_length), "int32"),
+                ],
+                axis=1,
+            )
+            prompt_mask = ops.concatenate(
+                [
+                    ops.ones((batch_size, 1), "bool"),
+                    ops.zeros((batch_size, max_length), "bool"),
+                ],
+                axis=1,
+            )
+            token_ids = sampler(
+                next_token,
+                prompt,
+                cache=cache,
+                index=1,
+                mask=prompt_mask,
+                stop_token_ids=[EOS_ID],
+            )
+            return token_ids[:, 1:]
+
+        self._generate_functions[key] = generate
+        return generate
+
+    def generate_ids(self, inputs, sampler="greedy", max_length=None):
+        """Like `generate` but returns token ids `(B, max_length)`."""
+        sampler = get_sampler(sampler)
+        max_length = max_length or self.caption_length + 1
+        inputs = {
+            key: ops.convert_to_tensor(value)
+            for key, value in inputs.items()
+            if key in (self.backbone.input_kind, "frame_mask")
+        }
+        if self.backbone.input_kind not in inputs:
+            raise ValueError(
+                f"`generate` needs `{self.backbone.input_kind}` in its inputs; "
+                f"got keys {sorted(inputs)}."
+            )
+        if "frame_mask" not in inputs:
+            video = inputs[self.backbone.input_kind]
+            inputs["frame_mask"] = ops.ones(ops.shape(video)[:2], "bool")
+        return self._generate_function(sampler, max_length)(inputs)
+
+    def generate(self, inputs, sampler="greedy", max_length=None, batch_size=32):
+        """Captions a batch of videos.
+
+        Args:
+            inputs: dict with `features` or `frames` (as the model takes
+                them) and optionally `frame_mask`; numpy or tensors. A
+                `tf.data.Dataset` of such dicts (or `(x, ...)` tuples) works
+                too.
+            sampler: `"greedy"`, `"beam"` (5 beams), `"top_k"`, `"top_p"`,
+                `"random"`, or a `keras_hub.samplers.Sampler` instance.
+            max_length: int or None. Words to decode at most (default:
+                `caption_length + 1`).
+            batch_size: int. Videos decoded at once, for array inputs.
+
+        Returns:
+            list of str, one caption per video.
+        """
+        if self.preprocessor is None or not self.preprocessor.vocabulary:
+            raise ValueError(
+                "`generate` needs a preprocessor with a vocabulary to turn "
+                "ids into words; set `model.preprocessor`."
+            )
+        sampler = get_sampler(sampler)
+        captions = []
+        for batch in self._iterate_batches(inputs, batch_size):
+            token_ids = self.generate_ids(batch, sampler, max_length)
+            captions.extend(self.preprocessor.detokenize(token_ids))
+        return captions
+
+    @staticmethod
+    def _iterate_batches(inputs, batch_size):
+        if isinstance(inputs, dict):
+            size = len(next(iter(inputs.values())))
+            for start in range(0, size, batch_size):
+                yield {
+                    key: np.asarray(value)[start : start + batch_size]
+                    for key, value in inputs.items()
+                }
+            return
+        for batch in inputs:
+            if isinstance(batch, tuple):
+                batch = batch[0]
+            yield batch
