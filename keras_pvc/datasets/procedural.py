@@ -366,7 +366,8 @@ def _shape_polygon(kind, center, radius):
     x, y = center
     if kind == "square":
         h = 0.9 * radius
-        return np.array([(x - h, y - h), (x + h, y - h), (x + h, y + h), (x - h, y + h)])
+        corners = [(-h, -h), (h, -h), (h, h), (-h, h)]
+        return np.array([(x + dx, y + dy) for dx, dy in corners])
     # An upward triangle with its centroid at the centre.
     r = _BOUND * radius
     angles = np.deg2rad([-90.0, 30.0, 150.0])
