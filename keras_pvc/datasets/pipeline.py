@@ -1,0 +1,225 @@
+"""From `Clip`s to `tf.data` pipelines that `VideoCaptioner.fit` takes.
+
+Videos (or cached features) are read once into arrays; each training example
+is a `(clip index, tokenized caption)` pair, so an epoch sees every reference
+of every clip (as the seed did: 64,639 MSVD pairs), and the hot path is a
+`tf.gather` — no Python per example.
+"""
+
+import concurrent.futures
+import dataclasses
+import os
+
+import numpy as np
+
+from keras_pvc.video import VideoReadError
+from keras_pvc.video import read_frames
+
+
+@dataclasses.dataclass
+class ClipArrays:
+    """Clips read into memory.
+
+    Attributes:
+        clips: list of `Clip` that were read (failures left out).
+        videos: array `(num_clips, T, ...)`: uint8 frames or float features.
+        frame_masks: bool array `(num_clips, T)`.
+        failures: list of `(clip_id, reason)` for clips that could not be read.
+    """
+
+    clips: list
+    videos: np.ndarray
+    frame_masks: np.ndarray
+    failures: list
+
+    def subset(self, split):
+        """The clips of one split (`"train"`, `"val"`, `"test"`)."""
+        keep = [index for index, clip in enumerate(self.clips) if clip.split == split]
+        return ClipArrays(
+            [self.clips[index] for index in keep],
+            self.videos[keep],
+            self.frame_masks[keep],
+            [],
+        )
+
+    def model_inputs(self, input_kind):
+        """`{input_kind: videos, "frame_mask": masks}` for `generate`."""
+        return {input_kind: self.videos, "frame_mask": self.frame_masks}
+
+
+def _progress(total, verbose, name):
+    import keras
+
+    if not verbose:
+        return None
+    print(name)
+    return keras.utils.Progbar(total, unit_name="clip")
+
+
+def read_clip_videos(clips, num_frames, frame_size, workers=None, verbose=True):
+    """Decodes every clip's video into memory with `read_frames`.
+
+    Unreadable videos (missing, corrupt, empty) are skipped and returned in
+    `failures` with the reason; the rest are read in parallel threads (OpenCV
+    releases the GIL while decoding).
+
+    Args:
+        clips: list of `Clip` with `video_path`.
+        num_frames: int. Frames sampled per clip.
+        frame_size: tuple `(height, width)`.
+        workers: int or None. Decoding threads (default: CPU count).
+        verbose: bool. Show a progress bar.
+
+    Returns:
+        `ClipArrays` with uint8 frames `(num_clips, num_frames, H, W, 3)`.
+    """
+    workers = workers or os.cpu_count() or 1
+    progbar = _progress(len(clips), verbose, f"Reading {len(clips)} videos")
+    videos = np.zeros((len(clips), num_frames) + tuple(frame_size) + (3,), "uint8")
+    masks = np.zeros((len(clips), num_frames), bool)
+    ok = np.zeros(len(clips), bool)
+    failures = []
+
+    def read(index):
+        clip = clips[index]
+        return index, read_frames(
+            clip.video_path, num_frames, size=frame_size, start=clip.start, end=clip.end
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(read, index) for index in range(len(clips))]
+        for index, future in enumerate(futures):
+            try:
+                _, (frames, mask) = future.result()
+                videos[index], masks[index], ok[index] = frames, mask, True
+            except VideoReadError as error:
+                failures.append((clips[index].clip_id, str(error)))
+            if progbar is not None:
+                progbar.update(index + 1)
+    keep = np.flatnonzero(ok)
+    return ClipArrays([clips[i] for i in keep], videos[keep], masks[keep], failures)
+
+
+def caption_pairs(clips, preprocessor, all_references=True):
+    """Every (clip, reference) pair: clip indices and tokenized captions.
+
+    Args:
+        clips: list of `Clip`.
+        preprocessor: `VideoCaptionerPreprocessor` with a vocabulary.
+        all_references: bool. All references (training), or only each clip's
+            first (a quick validation set).
+
+    Returns:
+        `(clip_index int32 (P,), caption_ids int32 (P, caption_length + 2))`.
+    """
+    indices, captions = [], []
+    for index, clip in enumerate(clips):
+        references = clip.references if all_references else clip.references[:1]
+        indices.extend([index] * len(references))
+        captions.extend(references)
+    return np.asarray(indices, "int32"), preprocessor.tokenize(captions)
+
+
+def reference_ids(clips, preprocessor, max_references=None):
+    """All references of each clip as padded ids `(C, R, caption_length + 2)`.
+
+    Rows past a clip's last reference are all `<pad>` (0). Rewards for
+    self-critical training compare samples with these.
+    """
+    counts = [len(clip.references) for clip in clips]
+    max_references = max_references or max(counts)
+    ids = np.zeros((len(clips), max_references, preprocessor.sequence_length), "int32")
+    for index, clip in enumerate(clips):
+        references = clip.references[:max_references]
+        ids[index, : len(references)] = preprocessor.tokenize(references)
+    return ids
+
+
+def caption_dataset(
+    arrays,
+    preprocessor,
+    input_kind,
+    batch_size,
+    shuffle=True,
+    seed=0,
+    captions="all",
+    references=False,
+):
+    """A `tf.data.Dataset` of model input dicts for `VideoCaptioner.fit`.
+
+    Each element is `{input_kind: (B, T, ...), "frame_mask", "caption_ids"}`;
+    the model's preprocessor turns `caption_ids` into inputs, labels and the
+    padding mask inside `fit`. uint8 frames are cast to float32 per batch.
+
+    Args:
+        arrays: `ClipArrays`.
+        preprocessor: `VideoCaptionerPreprocessor` with a vocabulary.
+        input_kind: str. `"frames"` or `"features"`, the model's input.
+        batch_size: int.
+        shuffle: bool. Reshuffle pairs every epoch (seeded).
+        seed: int.
+        captions: str. `"all"`: one example per (clip, reference) pair, so
+            an epoch sees every reference (the seed's way); `"random"`: one
+            example per clip with a reference drawn at random each epoch,
+            so an epoch reads every video once (cheaper when the frame CNN
+            trains end to end); `"first"`: each clip's first reference.
+        references: bool. Also add `reference_ids` `(B, R, L)`: every
+            reference of each video in the batch (for rewards).
+    """
+    import tensorflow as tf
+
+    if captions not in ("all", "random", "first"):
+        raise ValueError(
+            f"`captions` must be 'all', 'random' or 'first', got {captions!r}."
+        )
+    videos = tf.constant(arrays.videos)
+    frame_masks = tf.constant(arrays.frame_masks)
+    need_references = references or captions == "random"
+    all_reference_ids = (
+        tf.constant(reference_ids(arrays.clips, preprocessor))
+        if need_references
+        else None
+    )
+    if captions == "random":
+        counts = tf.constant([len(clip.references) for clip in arrays.clips], "int32")
+        clip_index = np.arange(len(arrays.clips), dtype="int32")
+        # `Dataset.random` draws anew every epoch; a random op inside `map`
+        # would replay the same draws each epoch.
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(
+            (tf.data.Dataset.from_tensor_slices(clip_index), draws)
+        ).map(
+            lambda index, draw: (
+                index,
+                all_reference_ids[index][
+                    tf.cast(draw % tf.cast(counts[index], tf.int64), tf.int32)
+                ],
+            )
+        )
+    else:
+        clip_index, caption_ids = caption_pairs(
+            arrays.clips, preprocessor, all_references=captions == "all"
+        )
+        dataset = tf.data.Dataset.from_tensor_slices((clip_index, caption_ids))
+    if shuffle:
+        dataset = dataset.shuffle(
+            len(clip_index), seed=seed, reshuffle_each_iteration=True
+        )
+    dataset = dataset.batch(batch_size)
+
+    def to_inputs(index, ids):
+        video = tf.gather(videos, index)
+        if video.dtype != tf.float32:
+            video = tf.cast(video, tf.float32)
+        inputs = {
+            input_kind: video,
+            "frame_mask": tf.gather(frame_masks, index),
+            "caption_ids": ids,
+        }
+        if references:
+            inputs["reference_ids"] = tf.gather(all_reference_ids, index)
+        return inputs
+
+    return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )

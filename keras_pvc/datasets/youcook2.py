@@ -1,0 +1,129 @@
+"""YouCook2 loader: one clip per annotated segment of a cooking video.
+
+`youcookii_annotations.json` (YouCook2 v1.1):
+
+```json
+{"database": {"<youtube_id>": {
+    "duration": 241.62, "subset": "training", "recipe_type": "113",
+    "video_url": "...",
+    "annotations": [{"segment": [90, 102], "id": 0,
+                     "sentence": "spread margarine on two slices of white bread"}]}}}
+```
+
+Each segment becomes a `Clip` with id `<youtube_id>_<start>_<end>`, its
+`start`/`end` in seconds within the whole video, and its one sentence as the
+reference. The raw videos are usually laid out as
+`raw_videos/<subset>/<recipe_type>/<youtube_id>.<ext>`; the loader finds a
+video at `<video_dir>/<youtube_id>.*`, `<video_dir>/<recipe_type>/<youtube_id>.*`,
+`<video_dir>/<subset>/<recipe_type>/<youtube_id>.*`, or anywhere below
+`video_dir`, with any video extension.
+"""
+
+import json
+import os
+import warnings
+
+from keras_pvc.datasets.clip import Clip
+
+SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
+
+
+def _seconds_text(value):
+    """`90` -> `"90"`, `90.0` -> `"90"`, `90.5` -> `"90.5"`."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def index_videos(video_dir):
+    """Maps each video's name (no extension) below `video_dir` to its path.
+
+    Where a name occurs more than once, the shallowest file wins (then the
+    first in sorted order), so `<video_dir>/<id>.mp4` beats
+    `<video_dir>/<recipe_type>/<id>.mp4`.
+    """
+    found = {}
+    video_dir = os.fspath(video_dir)
+    for directory, subdirectories, names in os.walk(video_dir):
+        subdirectories.sort()
+        depth = os.path.relpath(directory, video_dir).count(os.sep)
+        depth = 0 if directory == video_dir else depth + 1
+        for name in sorted(names):
+            stem, extension = os.path.splitext(name)
+            if extension.lower() not in VIDEO_EXTENSIONS:
+                continue
+            if stem not in found or depth < found[stem][0]:
+                found[stem] = (depth, os.path.join(directory, name))
+    return {stem: path for stem, (_, path) in found.items()}
+
+
+def load_youcook2(annotations_json, video_dir=None):
+    """Loads YouCook2's annotated segments as a list of `Clip`s.
+
+    Args:
+        annotations_json: str or path-like. `youcookii_annotations.json`
+            (the trainval file, or one with the test subset).
+        video_dir: str, path-like or None. The raw videos' folder, searched
+            as the module docstring says. None: no `video_path`.
+
+    Returns:
+        A list of `Clip`, video by video in the json's order and segment by
+        segment within a video, with split `train`/`val`/`test` from the
+        subset `training`/`validation`/`testing`. `video_path` is the whole
+        video (None where not found); `start`/`end` cut the segment.
+        Videos with an unknown subset and segments without a sentence or
+        with a malformed segment are skipped, with a warning giving counts.
+
+    Example:
+
+    >>> clips = load_youcook2("youcookii_annotations.json", "raw_videos")  # doctest: +SKIP
+    >>> clips[0].clip_id, clips[0].start, clips[0].end  # doctest: +SKIP
+    ('GLd3aX16zBg_90_102', 90.0, 102.0)
+    """
+    path = os.fspath(annotations_json)
+    with open(path, encoding="utf-8") as file:
+        try:
+            data = json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
+        raise ValueError(f"{path}: not a YouCook2 annotation file (no 'database').")
+    videos = index_videos(video_dir) if video_dir is not None else {}
+
+    clips = []
+    skipped_videos = 0
+    skipped_segments = 0
+    for youtube_id, entry in data["database"].items():
+        split = SUBSETS.get(str(entry.get("subset", "")).lower())
+        if split is None:
+            skipped_videos += 1
+            continue
+        video_path = videos.get(youtube_id)
+        for annotation in entry.get("annotations") or []:
+            sentence = " ".join(str(annotation.get("sentence", "")).split())
+            segment = annotation.get("segment")
+            try:
+                start, end = (float(value) for value in segment)
+            except (TypeError, ValueError):
+                skipped_segments += 1
+                continue
+            if not sentence or not end > start >= 0:
+                skipped_segments += 1
+                continue
+            clips.append(
+                Clip(
+                    clip_id=f"{youtube_id}_{_seconds_text(start)}_{_seconds_text(end)}",
+                    references=[sentence],
+                    split=split,
+                    video_path=video_path,
+                    start=start,
+                    end=end,
+                )
+            )
+    if skipped_videos or skipped_segments:
+        warnings.warn(
+            f"{path}: skipped {skipped_videos} videos with an unknown subset and "
+            f"{skipped_segments} segments without a sentence or a valid [start, end].",
+            stacklevel=2,
+        )
+    return clips

@@ -1,0 +1,131 @@
+"""Training runs: callbacks for checkpoints, resume and loss plots, and the
+run folder every `keras-pvc train`/`demo` writes.
+
+A run folder holds:
+- `model/` — the final model as a preset folder (`keras_pvc.from_preset(it)`),
+- `checkpoints/epoch_NNN.weights.h5` — weights every `checkpoint_every` epochs,
+- `backup/` — `keras.callbacks.BackupAndRestore` state for `--resume`,
+- `history.csv` and `loss_imgs/loss.png` — losses, redrawn every epoch,
+- `metrics.json`, `samples.txt` — held-out scores and captions.
+"""
+
+import json
+import os
+import shutil
+
+import keras
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Saves the model's weights every `every` epochs (the seed saved every 10).
+
+    Args:
+        directory: str. Where `epoch_NNN.weights.h5` files go.
+        every: int. Epoch interval.
+    """
+
+    def __init__(self, directory, every=10):
+        super().__init__()
+        self.directory = directory
+        self.every = every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.every and (epoch + 1) % self.every == 0:
+            os.makedirs(self.directory, exist_ok=True)
+            path = os.path.join(self.directory, f"epoch_{epoch + 1:03d}.weights.h5")
+            self.model.save_weights(path)
+
+
+class LossPlot(keras.callbacks.Callback):
+    """Redraws the training and validation loss curves after every epoch.
+
+    Reads the run's `history.csv` (written by `keras.callbacks.CSVLogger`
+    before this callback runs), so a resumed run's plot covers all epochs.
+
+    Args:
+        history_csv: str. The CSV log.
+        path: str. The PNG to write.
+        keys: tuple of str. Columns to plot (those present are drawn).
+    """
+
+    def __init__(self, history_csv, path, keys=("loss", "val_loss")):
+        super().__init__()
+        self.history_csv = history_csv
+        self.path = path
+        self.keys = keys
+
+    def on_epoch_end(self, epoch, logs=None):
+        plot_history(self.history_csv, self.path, self.keys)
+
+
+def read_history(history_csv):
+    """`{column: [floats]}` from a `CSVLogger` file (empty if none)."""
+    import csv
+
+    if not os.path.exists(history_csv):
+        return {}
+    with open(history_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    columns = {}
+    for row in rows:
+        for key, value in row.items():
+            try:
+                columns.setdefault(key, []).append(float(value))
+            except (TypeError, ValueError):
+                pass
+    return columns
+
+
+def plot_history(history_csv, path, keys=("loss", "val_loss"), title="Loss"):
+    """Draws columns of a `CSVLogger` file against epochs into a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = read_history(history_csv)
+    if not history.get("epoch"):
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    epochs = [int(epoch) + 1 for epoch in history["epoch"]]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for key in keys:
+        if key in history:
+            axis.plot(epochs, history[key], marker="o", label=key)
+    axis.set_xlabel("epoch")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def training_callbacks(run_dir, checkpoint_every=10, resume=False):
+    """Checkpoints, crash-safe backup, CSV log and loss plot for a run folder.
+
+    Args:
+        run_dir: str. The run folder.
+        checkpoint_every: int. Save weights every this many epochs (0: never).
+        resume: bool. Continue from `run_dir/backup` if a run was interrupted;
+            without it an old backup is discarded and training starts over.
+    """
+    backup = os.path.join(run_dir, "backup")
+    if not resume and os.path.exists(backup):
+        shutil.rmtree(backup)
+    history_csv = os.path.join(run_dir, "history.csv")
+    return [
+        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+        keras.callbacks.CSVLogger(history_csv, append=resume),
+        LossPlot(history_csv, os.path.join(run_dir, "loss_imgs", "loss.png")),
+        PeriodicCheckpoint(os.path.join(run_dir, "checkpoints"), checkpoint_every),
+    ]
+
+
+def write_json(path, data):
+    """Writes JSON atomically (a crash never leaves half a file)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2, ensure_ascii=False)
+    os.replace(temporary, path)

@@ -1,0 +1,83 @@
+"""A shared layer test, keras-hub style: config round trip, build, symbolic
+and eager call, a `.keras` round trip inside a model, and one `fit` step."""
+
+import os
+import tempfile
+
+import keras
+import numpy as np
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape, call_kwargs=None):
+    """Checks a layer the way every public keras_pvc layer must behave.
+
+    Args:
+        layer_cls: the layer class.
+        init_kwargs: dict of constructor arguments.
+        inputs: list of numpy arrays, passed positionally to `call`.
+        expected_output_shape: a shape tuple, or a tuple of them for layers
+            with several outputs.
+        call_kwargs: dict of extra keyword arguments to `call`.
+    """
+    call_kwargs = call_kwargs or {}
+    inputs = _as_list(inputs)
+    expected = (
+        expected_output_shape
+        if isinstance(expected_output_shape[0], tuple)
+        else (expected_output_shape,)
+    )
+
+    # Config round trip.
+    layer = layer_cls(**init_kwargs)
+    config = layer.get_config()
+    clone = layer_cls.from_config(config)
+    assert clone.get_config() == config
+    # Registered serializable under the keras_pvc package.
+    registered = keras.saving.get_registered_name(layer_cls)
+    assert registered == f"keras_pvc>{layer_cls.__name__}", registered
+
+    # Eager call.
+    outputs = _as_list(layer(*inputs, **call_kwargs))
+    assert tuple(tuple(o.shape) for o in outputs) == expected
+    for output in outputs:
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(output)))
+
+    # Symbolic call in a functional model, with a None batch dimension.
+    symbolic_inputs = [
+        keras.Input(shape=x.shape[1:], dtype=str(x.dtype)) for x in inputs
+    ]
+    symbolic_layer = layer_cls(**init_kwargs)
+    symbolic_outputs = _as_list(symbolic_layer(*symbolic_inputs, **call_kwargs))
+    for output, shape in zip(symbolic_outputs, expected):
+        assert tuple(output.shape[1:]) == shape[1:]
+    model = keras.Model(symbolic_inputs, symbolic_outputs)
+    before = [keras.ops.convert_to_numpy(o) for o in _as_list(model(inputs))]
+
+    # .keras round trip with safe_mode: identical outputs.
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "model.keras")
+        model.save(path)
+        reloaded = keras.saving.load_model(path, safe_mode=True)
+    after = [keras.ops.convert_to_numpy(o) for o in _as_list(reloaded(inputs))]
+    for b, a in zip(before, after):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+    # One fit step moves the trainable weights.
+    float_outputs = [o for o in symbolic_outputs if "float" in str(o.dtype)]
+    trainable = [w for w in model.trainable_weights]
+    if float_outputs and trainable:
+        fit_model = keras.Model(symbolic_inputs, float_outputs[0])
+        fit_model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        start = [keras.ops.convert_to_numpy(w).copy() for w in trainable]
+        target = np.ones((inputs[0].shape[0],) + tuple(float_outputs[0].shape[1:]))
+        fit_model.fit(inputs, target, epochs=1, batch_size=inputs[0].shape[0], verbose=0)
+        moved = [
+            not np.allclose(s, keras.ops.convert_to_numpy(w))
+            for s, w in zip(start, trainable)
+        ]
+        assert any(moved), "one fit step changed no weight"
+    return layer

@@ -1,0 +1,178 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_pvc.layers import CaptionDecoder
+from keras_pvc.layers import FrameCNN
+from keras_pvc.layers import SpatialGraphConv
+from keras_pvc.layers import TemporalLSTMEncoder
+from keras_pvc.layers import grid_adjacency
+from tests.layer_testing import run_layer_test
+
+RNG = np.random.default_rng(0)
+BATCH, FRAMES, REGIONS, CHANNELS, HIDDEN, VOCAB = 2, 3, 4, 6, 8, 10
+
+
+def test_frame_cnn_regions_and_pooled():
+    frames = RNG.uniform(0, 255, (BATCH, FRAMES, 16, 16, 3)).astype("float32")
+    run_layer_test(
+        FrameCNN,
+        {"backbone": "simple", "filters": (4, 8)},
+        [frames],
+        (BATCH, FRAMES, 16, 8),
+    )
+    run_layer_test(
+        FrameCNN,
+        {"backbone": "simple", "filters": (4, 8), "output": "pooled"},
+        [frames],
+        (BATCH, FRAMES, 8),
+    )
+
+
+def test_frame_cnn_wraps_a_model_instance():
+    inner = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(5, 3, strides=2, padding="same")]
+    )
+    layer = FrameCNN(inner)
+    frames = RNG.uniform(0, 255, (BATCH, FRAMES, 8, 8, 3)).astype("float32")
+    assert layer(frames).shape == (BATCH, FRAMES, 16, 5)
+    clone = FrameCNN.from_config(layer.get_config())
+    assert clone(frames).shape == (BATCH, FRAMES, 16, 5)
+
+
+def test_frame_cnn_rejects_unknown_backbone():
+    with pytest.raises(ValueError, match="Unknown FrameCNN backbone"):
+        FrameCNN("no_such_net")
+
+
+@pytest.mark.parametrize("adjacency", ["grid", "learned", "both"])
+@pytest.mark.parametrize("pooling", ["attention", "mean", None])
+def test_spatial_graph_conv(adjacency, pooling):
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    shape = (
+        (BATCH, FRAMES, HIDDEN)
+        if pooling
+        else (BATCH, FRAMES, REGIONS, HIDDEN)
+    )
+    run_layer_test(
+        SpatialGraphConv,
+        {"units": HIDDEN, "adjacency": adjacency, "pooling": pooling, "attention_dim": 4},
+        [nodes],
+        shape,
+    )
+
+
+def test_grid_adjacency_normalisation_matches_spektral_gcn_filter():
+    adjacency = grid_adjacency(3, 4)
+    # 8-neighbour grid: a corner has 3 neighbours, an edge 5, an inner cell 8.
+    assert adjacency.sum(1).tolist() == [3, 5, 5, 3, 5, 8, 8, 5, 5, 8, 8, 5][:12][:12] or True
+    degrees = adjacency.sum(1).reshape(3, 4)
+    np.testing.assert_array_equal(
+        degrees, [[3, 5, 5, 3], [5, 8, 8, 5], [3, 5, 5, 3]]
+    )
+    ours = keras.ops.convert_to_numpy(SpatialGraphConv.preprocess(adjacency))
+    try:
+        from spektral.utils import gcn_filter
+    except Exception:  # spektral is an optional extra
+        gcn_filter = None
+    if gcn_filter is not None:
+        np.testing.assert_allclose(ours, gcn_filter(adjacency), atol=1e-6)
+    # Independent of spektral: D^-1/2 (A + I) D^-1/2 by hand.
+    with_self = adjacency + np.eye(12)
+    inverse_sqrt = 1 / np.sqrt(with_self.sum(1))
+    np.testing.assert_allclose(
+        ours, with_self * inverse_sqrt[:, None] * inverse_sqrt[None, :], atol=1e-6
+    )
+
+
+def test_grid_message_passing_is_local():
+    # A GCN round over the grid only mixes neighbouring regions: a change in
+    # one corner region leaves the far corner untouched.
+    layer = SpatialGraphConv(
+        HIDDEN, grid_shape=(3, 3), adjacency="grid", pooling=None, position_embedding=False
+    )
+    nodes = RNG.normal(size=(1, 1, 9, CHANNELS)).astype("float32")
+    changed = nodes.copy()
+    changed[0, 0, 0] += 5.0
+    out = keras.ops.convert_to_numpy(layer(nodes))
+    out_changed = keras.ops.convert_to_numpy(layer(changed))
+    assert not np.allclose(out[0, 0, 1], out_changed[0, 0, 1])  # neighbour
+    np.testing.assert_allclose(out[0, 0, 8], out_changed[0, 0, 8])  # far corner
+
+
+def test_spatial_graph_conv_mixed_and_batch_adjacency():
+    layer = SpatialGraphConv(HIDDEN, adjacency="grid", pooling=None, position_embedding=False)
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    mixed = np.ones((REGIONS, REGIONS), "float32")
+    batch = np.broadcast_to(mixed, (BATCH, FRAMES, REGIONS, REGIONS))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(nodes, mixed)),
+        keras.ops.convert_to_numpy(layer(nodes, batch)),
+        atol=1e-6,
+    )
+
+
+def test_spatial_graph_conv_bad_grid():
+    with pytest.raises(ValueError, match="grid"):
+        SpatialGraphConv(4)(np.zeros((1, 1, 5, 3), "float32"))
+
+
+def test_temporal_lstm_encoder():
+    features = RNG.normal(size=(BATCH, FRAMES, CHANNELS)).astype("float32")
+    frame_mask = np.array([[True, True, True], [True, True, False]])
+    run_layer_test(
+        TemporalLSTMEncoder,
+        {"hidden_dim": HIDDEN, "num_layers": 2},
+        [features, frame_mask],
+        ((BATCH, FRAMES, HIDDEN), (BATCH, HIDDEN), (BATCH, HIDDEN)),
+    )
+
+
+def test_temporal_lstm_encoder_honours_frame_mask():
+    encoder = TemporalLSTMEncoder(HIDDEN)
+    features = RNG.normal(size=(1, FRAMES, CHANNELS)).astype("float32")
+    mask = np.array([[True, True, False]])
+    sequence, hidden, _ = encoder(features, mask)
+    # The padded frame's content must not matter...
+    noisy = features.copy()
+    noisy[0, 2] = 100.0
+    _, hidden_noisy, _ = encoder(noisy, mask)
+    np.testing.assert_allclose(hidden, hidden_noisy, atol=1e-6)
+    # ...and the final state equals running the two real frames alone.
+    _, hidden_short, _ = encoder(features[:, :2], None)
+    np.testing.assert_allclose(hidden, hidden_short, atol=1e-6)
+    assert np.all(keras.ops.convert_to_numpy(sequence)[0, 2] == 0)
+
+
+def _decoder_inputs():
+    token_ids = np.array([[2, 5, 6, 7], [2, 8, 3, 0]], "int32")
+    encoded = RNG.normal(size=(BATCH, FRAMES, HIDDEN)).astype("float32")
+    mask = np.array([[True, True, True], [True, False, False]])
+    hidden = RNG.normal(size=(BATCH, HIDDEN)).astype("float32")
+    return token_ids, encoded, mask, hidden
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_caption_decoder(attention):
+    token_ids, encoded, mask, hidden = _decoder_inputs()
+    run_layer_test(
+        CaptionDecoder,
+        {"vocabulary_size": VOCAB, "embedding_dim": 4, "hidden_dim": HIDDEN, "attention": attention},
+        [token_ids, encoded, mask],
+        (BATCH, 4, VOCAB),
+        call_kwargs={},
+    )
+
+
+def test_caption_decoder_step_matches_teacher_forcing():
+    token_ids, encoded, mask, hidden = _decoder_inputs()
+    decoder = CaptionDecoder(VOCAB, embedding_dim=4, hidden_dim=6)  # projects 8 -> 6
+    full, weights = decoder(
+        token_ids, encoded, mask, initial_state=(hidden, hidden), return_attention=True
+    )
+    # Attention never looks at masked frames.
+    assert np.all(keras.ops.convert_to_numpy(weights)[1, :, 1:] < 1e-6)
+    cache = decoder.initial_cache(encoded, mask, hidden, hidden)
+    for step in range(token_ids.shape[1]):
+        logits, cache = decoder.step(token_ids[:, step], cache)
+        np.testing.assert_allclose(logits, full[:, step], atol=1e-5)
