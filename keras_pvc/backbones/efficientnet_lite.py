@@ -223,7 +223,10 @@ def efficientnet_lite0(
     elif isinstance(weights, (str, os.PathLike)):
         weights_path = os.fspath(weights)
         if not os.path.exists(weights_path):
-            raise FileNotFoundError(f"no weights file at {weights_path}")
+            raise FileNotFoundError(
+                f"weights must be 'imagenet', None or the path of a weights "
+                f"file; there is no file at {weights_path}"
+            )
     else:
         raise ValueError(
             f"weights must be 'imagenet', None or a path; got {weights!r}"

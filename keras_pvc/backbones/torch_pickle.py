@@ -52,6 +52,8 @@ _STORAGE_DTYPES = {
 class _StorageType:
     """Stand-in for a `torch.<Dtype>Storage` class: it only carries the dtype."""
 
+    __slots__ = ("name", "dtype")
+
     def __init__(self, name):
         self.name = name
         self.dtype = _STORAGE_DTYPES[name]
@@ -60,11 +62,13 @@ class _StorageType:
     def itemsize(self):
         return 2 if self.dtype is _BFLOAT16 else self.dtype.itemsize
 
-    def from_bytes(self, raw, count):
+    def from_bytes(self, raw, count, little_endian=True):
         if self.dtype is _BFLOAT16:
-            bits = np.frombuffer(raw, dtype="<u2", count=count)
+            order = "<" if little_endian else ">"
+            bits = np.frombuffer(raw, dtype=order + "u2", count=count)
             return (bits.astype(np.uint32) << 16).view(np.float32)
-        return np.frombuffer(raw, dtype=self.dtype, count=count)
+        dtype = self.dtype if little_endian else self.dtype.newbyteorder(">")
+        return np.frombuffer(raw, dtype=dtype, count=count).astype(self.dtype)
 
     def __repr__(self):
         return f"<storage type {self.name}>"
@@ -93,10 +97,24 @@ class _LazyTensor:
     """What `_rebuild_tensor_v2` returns: materialised once storages are read."""
 
     def __init__(self, storage, storage_offset, size, stride):
+        size = tuple(size) if isinstance(size, list) else size
+        stride = tuple(stride) if isinstance(stride, list) else stride
+        if not isinstance(storage, (_Storage, _StorageView)):
+            raise pickle.UnpicklingError(f"a tensor needs a storage, not {storage!r}")
+        if not (
+            _is_index(storage_offset)
+            and isinstance(size, tuple) and all(_is_index(n) for n in size)
+            and isinstance(stride, tuple) and all(_is_index(n) for n in stride)
+            and len(size) == len(stride)
+        ):
+            raise pickle.UnpicklingError(
+                f"bad tensor geometry: offset {storage_offset!r}, size {size!r}, "
+                f"stride {stride!r}"
+            )
         self.storage = storage
         self.storage_offset = storage_offset
-        self.size = tuple(size)
-        self.stride = tuple(stride)
+        self.size = size
+        self.stride = stride
 
     def to_numpy(self):
         storage, offset = self.storage, self.storage_offset
@@ -107,14 +125,11 @@ class _LazyTensor:
             raise pickle.UnpicklingError(
                 f"storage {storage.key!r} was referenced but never read"
             )
-        if not self.size:
-            return np.array(data[offset])
-        needed = offset + 1 + sum(
-            (n - 1) * s for n, s in zip(self.size, self.stride) if n > 0
-        )
         if 0 in self.size:
             return np.zeros(self.size, dtype=data.dtype)
-        if needed > data.size:
+        # Last element read; strides are non-negative, so this bounds them all.
+        last = offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+        if last >= data.size:
             raise pickle.UnpicklingError(
                 f"tensor of size {self.size} overruns storage {storage.key!r} "
                 f"({data.size} elements)"
@@ -127,6 +142,10 @@ class _LazyTensor:
             writeable=False,
         )
         return np.array(view)  # contiguous copy, owns its memory
+
+
+def _is_index(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _rebuild_tensor_v2(
@@ -144,14 +163,35 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None):
     return data
 
 
-_ALLOWED_GLOBALS = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
+class _Callable:
+    """A fresh wrapper per lookup, so a pickle's BUILD opcode can only ever
+    modify its own copy, never module-level state."""
+
+    __slots__ = ("function",)
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, *args):
+        return self.function(*args)
+
+
+_ALLOWED_FUNCTIONS = {
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
 }
-for _name in _STORAGE_DTYPES:
-    _ALLOWED_GLOBALS[("torch", _name)] = _StorageType(_name)
+
+
+def _allowed_global(module, name):
+    """A new stand-in for an admitted global, or None if it is not admitted."""
+    if (module, name) == ("collections", "OrderedDict"):
+        return collections.OrderedDict  # a C type: attributes are read-only
+    if (module, name) in _ALLOWED_FUNCTIONS:
+        return _Callable(_ALLOWED_FUNCTIONS[(module, name)])
+    if module == "torch" and name in _STORAGE_DTYPES:
+        return _StorageType(name)
+    return None
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -163,8 +203,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         self._allow_globals = allow_globals
 
     def find_class(self, module, name):
-        if self._allow_globals and (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
+        found = _allowed_global(module, name) if self._allow_globals else None
+        if found is not None:
+            return found
         raise pickle.UnpicklingError(
             f"refusing to load global '{module}.{name}': only tensor state "
             "dicts are supported (OrderedDict, torch tensors and storages)"
@@ -206,7 +247,10 @@ def _load_legacy(file):
     protocol = _load_plain(file)
     if protocol != _LEGACY_PROTOCOL_VERSION:
         raise pickle.UnpicklingError(f"unsupported protocol version {protocol!r}")
-    _load_plain(file)  # sys info: endianness and C type sizes
+    sys_info = _load_plain(file)  # endianness and C type sizes
+    little_endian = True
+    if isinstance(sys_info, dict):
+        little_endian = bool(sys_info.get("little_endian", True))
 
     storages = {}
 
@@ -246,7 +290,7 @@ def _load_legacy(file):
         raw = file.read(nbytes)
         if count < 0 or len(raw) != nbytes:
             raise pickle.UnpicklingError(f"file truncated in storage {key!r}")
-        storage.data = storage.storage_type.from_bytes(raw, count)
+        storage.data = storage.storage_type.from_bytes(raw, count, little_endian)
     return _materialise(result)
 
 
@@ -256,6 +300,9 @@ def _load_zip(archive):
     if len(pickles) != 1:
         raise pickle.UnpicklingError("zip file holds no single '<dir>/data.pkl'")
     prefix = pickles[0][: -len("data.pkl")]
+    little_endian = True
+    if prefix + "byteorder" in names:
+        little_endian = archive.read(prefix + "byteorder").strip() != b"big"
     storages = {}
 
     def persistent_load(saved_id):
@@ -268,7 +315,7 @@ def _load_zip(archive):
             storage = _Storage(storage_type, key, numel)
             raw = archive.read(f"{prefix}data/{key}")
             storage.data = storage_type.from_bytes(
-                raw, len(raw) // storage_type.itemsize
+                raw, len(raw) // storage_type.itemsize, little_endian
             )
             storages[key] = storage
         return storages[key]

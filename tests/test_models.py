@@ -1,0 +1,228 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_pvc
+from keras_pvc.layers import CaptionDecoder
+from keras_pvc.layers import FrameCNN
+from keras_pvc.layers import SpatialGraphConv
+from keras_pvc.layers import TemporalLSTMEncoder
+from keras_pvc.models import VideoCaptioner
+from keras_pvc.models import VideoCaptionerBackbone
+from keras_pvc.models import VideoCaptionerPreprocessor
+from keras_pvc.models.video_captioner_preprocessor import BOS_ID
+from keras_pvc.models.video_captioner_preprocessor import EOS_ID
+from keras_pvc.models.video_captioner_preprocessor import UNK_ID
+
+CAPTIONS = [
+    "a red circle is left of a blue square",
+    "a blue square is right of a red circle",
+    "a green triangle moves up",
+    "a yellow circle moves toward a green square",
+]
+
+
+def tiny_preprocessor(**kwargs):
+    vocabulary = VideoCaptionerPreprocessor.build_vocabulary(CAPTIONS)
+    kwargs.setdefault("caption_length", 9)
+    kwargs.setdefault("num_frames", 3)
+    return VideoCaptionerPreprocessor(vocabulary, **kwargs)
+
+
+def tiny_model(input_kind="features", graph=True, hidden_dim=8):
+    preprocessor = tiny_preprocessor()
+    if input_kind == "frames":
+        frame_cnn = FrameCNN("simple", filters=(4, 6), name="frame_cnn")
+        input_shape = (8, 8, 3)
+    else:
+        frame_cnn = None
+        input_shape = (4, 5) if graph else (5,)
+    backbone = VideoCaptionerBackbone(
+        frame_cnn=frame_cnn,
+        spatial_graph=SpatialGraphConv(hidden_dim, attention_dim=4) if graph else None,
+        temporal_encoder=TemporalLSTMEncoder(hidden_dim),
+        caption_decoder=CaptionDecoder(
+            preprocessor.vocabulary_size, embedding_dim=6, hidden_dim=hidden_dim
+        ),
+        input_kind=input_kind,
+        input_shape=input_shape,
+    )
+    model = VideoCaptioner(backbone, preprocessor)
+    model.compile(learning_rate=1e-2)
+    return model
+
+
+def tiny_inputs(model, batch_size=2, seed=0):
+    rng = np.random.default_rng(seed)
+    kind = model.backbone.input_kind
+    shape = (batch_size, 3) + model.backbone.video_input_shape
+    video = rng.uniform(0, 255 if kind == "frames" else 1, shape).astype("float32")
+    preprocessor = model.preprocessor
+    ids = preprocessor.tokenize(CAPTIONS[:batch_size])
+    frame_mask = np.ones((batch_size, 3), bool)
+    frame_mask[-1, -1] = False
+    return {
+        kind: video,
+        "frame_mask": frame_mask,
+        "token_ids": ids[:, :-1],
+        "padding_mask": ids[:, :-1] != 0,
+    }
+
+
+# === Preprocessor ===
+
+
+def test_vocabulary_starts_with_specials_and_is_deterministic():
+    vocabulary = VideoCaptionerPreprocessor.build_vocabulary(CAPTIONS)
+    assert vocabulary[:4] == ["<pad>", "<unk>", "<bos>", "<eos>"]
+    assert vocabulary[4] == "a"  # most frequent word first
+    assert vocabulary == VideoCaptionerPreprocessor.build_vocabulary(CAPTIONS[::-1])
+    with pytest.raises(ValueError, match="must start with"):
+        VideoCaptionerPreprocessor(["a", "b"])
+
+
+def test_tokenize_edge_cases():
+    preprocessor = tiny_preprocessor(caption_length=4)
+    ids = preprocessor.tokenize(
+        ["", "A RED circle, is left of it!", "a zebra", "un café à Paris"]
+    )
+    assert ids.shape == (4, 6)
+    assert ids[0].tolist() == [BOS_ID, EOS_ID, 0, 0, 0, 0]  # empty caption
+    # Longer than caption_length: truncated, still ends with <eos>.
+    assert ids[1, -1] == EOS_ID and ids[1, 0] == BOS_ID
+    assert preprocessor.detokenize(ids[1]) == "a red circle is"
+    assert ids[2].tolist()[:3] == [BOS_ID, preprocessor.word2idx["a"], UNK_ID]
+    # Non-ASCII words are words (unknown here), never crashes.
+    assert ids[3].tolist() == [BOS_ID, UNK_ID, UNK_ID, UNK_ID, UNK_ID, EOS_ID]
+    assert preprocessor.detokenize(ids[2]) == "a"  # <unk> is never printed
+    with pytest.raises(TypeError, match="must be a str"):
+        preprocessor.tokenize([3])
+
+
+def test_tensorflow_tokenizer_matches_python():
+    captions = CAPTIONS + ["", "Don't  STOP... a café-crème, ünïcode", "a " * 30]
+    vocabulary = VideoCaptionerPreprocessor.build_vocabulary(captions)
+    preprocessor = VideoCaptionerPreprocessor(vocabulary, caption_length=7)
+    x, y, sample_weight = preprocessor(
+        {"features": tf.zeros((len(captions), 2, 3)), "caption": tf.constant(captions)}
+    )
+    expected = preprocessor.tokenize(captions)
+    np.testing.assert_array_equal(x["token_ids"], expected[:, :-1])
+    np.testing.assert_array_equal(y, expected[:, 1:])
+    np.testing.assert_array_equal(sample_weight, expected[:, 1:] != 0)
+    np.testing.assert_array_equal(x["padding_mask"], expected[:, :-1] != 0)
+    assert x["frame_mask"].shape == (len(captions), 2)
+
+
+def test_pad_frames_short_and_long_clips():
+    preprocessor = tiny_preprocessor(num_frames=4)
+    frames, mask = preprocessor.pad_frames(np.ones((2, 5, 5, 3)))
+    assert frames.shape == (4, 5, 5, 3)
+    assert mask.tolist() == [True, True, False, False]
+    assert frames[2:].sum() == 0
+    frames, mask = preprocessor.pad_frames(np.arange(10)[:, None])
+    assert frames[:, 0].tolist() == [0, 3, 6, 9] and mask.all()
+    with pytest.raises(ValueError, match="no frames"):
+        preprocessor.pad_frames(np.zeros((0, 3)))
+
+
+def test_no_vocabulary_is_a_clear_error():
+    model = keras_pvc.from_preset("procedural")
+    with pytest.raises(ValueError, match="vocabulary"):
+        model.generate({"frames": np.zeros((1, 8, 64, 64, 3), "float32")})
+
+
+# === Backbone and task ===
+
+
+@pytest.mark.parametrize(
+    "input_kind,graph", [("features", True), ("features", False), ("frames", True)]
+)
+def test_keras_round_trip(tmp_path, input_kind, graph):
+    model = tiny_model(input_kind, graph)
+    inputs = tiny_inputs(model)
+    before = model.predict(inputs, verbose=0)
+    path = os.path.join(tmp_path, "model.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(reloaded.predict(inputs, verbose=0), before, atol=1e-6)
+    assert reloaded.preprocessor.vocabulary == model.preprocessor.vocabulary
+
+
+def test_preset_round_trip(tmp_path):
+    model = tiny_model("frames")
+    inputs = tiny_inputs(model)
+    model.save_to_preset(str(tmp_path))
+    for name in ("config.json", "task.json", "model.weights.h5", "preprocessor.json"):
+        assert os.path.exists(os.path.join(tmp_path, name)), name
+    reloaded = keras_pvc.from_preset(str(tmp_path))
+    np.testing.assert_allclose(
+        reloaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6
+    )
+    assert reloaded.generate(inputs) == model.generate(inputs)
+
+
+def test_backbone_config_round_trip():
+    backbone = tiny_model().backbone
+    clone = VideoCaptionerBackbone.from_config(backbone.get_config())
+    assert clone.get_config() == backbone.get_config()
+    assert clone.count_params() == backbone.count_params()
+
+
+def test_graph_needs_regions():
+    with pytest.raises(ValueError, match="region features"):
+        VideoCaptionerBackbone(
+            temporal_encoder=TemporalLSTMEncoder(4),
+            caption_decoder=CaptionDecoder(10, 4, 4),
+            spatial_graph=SpatialGraphConv(4),
+            input_shape=(7,),
+        )
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ValueError, match="msvd.*procedural.*s2vt"):
+        keras_pvc.from_preset("no_such_preset")
+    with pytest.raises(ValueError, match="Unknown override"):
+        keras_pvc.from_preset("procedural", hiden_dim=3)
+    assert {"msvd", "s2vt", "procedural"} <= set(keras_pvc.list_presets())
+
+
+@pytest.mark.parametrize("sampler", ["greedy", "beam", "top_k"])
+def test_generate_returns_clean_strings(sampler):
+    model = tiny_model()
+    captions = model.generate(tiny_inputs(model), sampler=sampler)
+    assert len(captions) == 2
+    for caption in captions:
+        assert isinstance(caption, str)
+        assert not any(token in caption for token in ("<pad>", "<bos>", "<eos>", "<unk>"))
+
+
+def test_tiny_model_overfits_four_clips():
+    keras.utils.set_random_seed(1)
+    model = tiny_model(hidden_dim=32)
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(4, 3, 4, 5)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices(
+        {"features": features, "frame_mask": np.ones((4, 3), bool), "caption": CAPTIONS}
+    ).batch(4)
+    model.fit(dataset.repeat(150), verbose=0)
+    assert model.generate({"features": features}) == CAPTIONS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shape", [("msvd", (49, 1280)), ("s2vt", (4096,))])
+def test_full_size_presets_forward(name, shape):
+    model = keras_pvc.from_preset(name)
+    inputs = {
+        "features": np.random.rand(1, 80, *shape).astype("float32"),
+        "frame_mask": np.ones((1, 80), bool),
+        "token_ids": np.full((1, 21), BOS_ID, "int32"),
+        "padding_mask": np.ones((1, 21), bool),
+    }
+    logits = model(inputs)
+    assert logits.shape == (1, 21, 3000)
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(logits)))
+    print(name, model.count_params())
