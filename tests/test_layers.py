@@ -7,7 +7,7 @@ from keras_pvc.layers import FrameCNN
 from keras_pvc.layers import SpatialGraphConv
 from keras_pvc.layers import TemporalLSTMEncoder
 from keras_pvc.layers import grid_adjacency
-from tests.layer_testing import run_layer_test
+from layer_testing import run_layer_test
 
 RNG = np.random.default_rng(0)
 BATCH, FRAMES, REGIONS, CHANNELS, HIDDEN, VOCAB = 2, 3, 4, 6, 8, 10

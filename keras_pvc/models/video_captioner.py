@@ -56,7 +56,7 @@ class VideoCaptioner(keras_hub.models.Task):
     backbone_cls = VideoCaptionerBackbone
     preprocessor_cls = VideoCaptionerPreprocessor
 
-    def __init__(self, backbone, preprocessor=None, **kwargs):
+    def __init__(self, backbone, preprocessor=None, self_critical=None, **kwargs):
         # === Layers ===
         self.backbone = backbone
         self.preprocessor = preprocessor
@@ -67,6 +67,146 @@ class VideoCaptioner(keras_hub.models.Task):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         self._generate_functions = {}
+        self.self_critical = None
+        if self_critical is not None:
+            self.enable_self_critical(**self_critical)
+
+    # === Self-critical training ===
+
+    def enable_self_critical(
+        self,
+        reward="cider_d",
+        train_references=None,
+        num_samples=5,
+        baseline="greedy",
+        xe_weight=0.0,
+        entropy_weight=0.0,
+        seed=None,
+        document_frequency=None,
+    ):
+        """Switches `fit` to self-critical REINFORCE on a caption reward.
+
+        After this call, every `fit` step samples `num_samples` captions per
+        video, scores them (and the baseline) with `reward` against the
+        batch's `reference_ids`, and follows the policy gradient (see
+        `keras_pvc.models.self_critical`). Validation (`test_step`) stays
+        cross-entropy. Logs: `loss`, `reward`, `baseline`, `advantage`,
+        `greedy_reward`, `entropy`. `disable_self_critical()` switches back.
+
+        Args:
+            reward: str or dict. `"cider_d"` (CIDEr-D in the graph), or
+                weights of `cider_d`, `bleu_1`..`bleu_4`, `rouge_l` (host).
+            train_references: int array `(clips, R, L)`: every training
+                reference as token ids (`caption_dataset`'s
+                `reference_ids`), for CIDEr-D's document frequencies.
+            num_samples: int. Captions sampled per video (K).
+            baseline: str. `"greedy"` (self-critical, Rennie et al. 2017)
+                or `"mean"` (mean reward of the other K-1 samples).
+            xe_weight: float. Cross-entropy mixed into the loss.
+            entropy_weight: float. Entropy bonus.
+            seed: int or None. Seeds the sampler's `SeedGenerator`.
+            document_frequency: dict or None. Precomputed frequencies (from a
+                saved config) instead of `train_references`.
+        """
+        from keras_pvc.models.self_critical import SelfCriticalConfig
+        from keras_pvc.models.self_critical import SelfCriticalTrainer
+        from keras_pvc.models.self_critical import document_frequency_of
+
+        if self.preprocessor is None or not self.preprocessor.vocabulary:
+            raise ValueError("Self-critical training needs a preprocessor with a vocabulary.")
+        if document_frequency is None:
+            if train_references is None:
+                raise ValueError(
+                    "`enable_self_critical` needs `train_references` (token ids "
+                    "of the training references) for CIDEr-D's document frequencies."
+                )
+            document_frequency = document_frequency_of(
+                train_references, self.preprocessor.vocabulary_size
+            )
+        config = SelfCriticalConfig(
+            reward=reward,
+            num_samples=num_samples,
+            baseline=baseline,
+            xe_weight=xe_weight,
+            entropy_weight=entropy_weight,
+            document_frequency=document_frequency,
+            seed=seed,
+        )
+        if getattr(self, "self_critical_seed_generator", None) is None:
+            self.self_critical_seed_generator = keras.random.SeedGenerator(
+                seed, name="self_critical_seed_generator"
+            )
+            self.self_critical_trackers = {
+                name: keras.metrics.Mean(name=name)
+                for name in (
+                    "loss",
+                    "reward",
+                    "baseline",
+                    "advantage",
+                    "greedy_reward",
+                    "entropy",
+                )
+            }
+        self.self_critical = SelfCriticalTrainer(self, config)
+        # A traced train function would still be the cross-entropy one.
+        self.train_function = None
+
+    def disable_self_critical(self):
+        """Switches `fit` back to cross-entropy."""
+        self.self_critical = None
+        self.train_function = None
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        trackers = getattr(self, "self_critical_trackers", None)
+        if trackers is None:
+            return metrics
+        tracked = list(trackers.values())
+        metrics = [metric for metric in metrics if all(metric is not t for t in tracked)]
+        if self.self_critical is not None:
+            # First, so that in `test_step` results the cross-entropy `loss`
+            # (listed later) wins over the self-critical one of the same name.
+            return tracked + metrics
+        return metrics
+
+    @staticmethod
+    def _model_inputs(data):
+        """Drops `reference_ids` (for rewards only) from a batch's inputs."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if isinstance(x, dict) and "reference_ids" in x:
+            x = {key: value for key, value in x.items() if key != "reference_ids"}
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
+    def train_step(self, data):
+        if self.self_critical is not None:
+            return self.self_critical.train_step(data)
+        return super().train_step(self._model_inputs(data))
+
+    def test_step(self, data):
+        logs = super().test_step(self._model_inputs(data))
+        if self.self_critical is not None:
+            # Validation is cross-entropy; the reward trackers are train-only.
+            names = set(self.self_critical_trackers) - {"loss"}
+            logs = {key: value for key, value in logs.items() if key not in names}
+        return logs
+
+    def predict_step(self, data):
+        return super().predict_step(self._model_inputs(data))
+
+    def get_config(self):
+        config = super().get_config()
+        if self.self_critical is not None:
+            config["self_critical"] = self.self_critical.config.get_config()
+        return config
+
+    def get_compile_config(self):
+        return {"learning_rate": None}
+
+    def compile_from_config(self, config):
+        self.compile()
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
 
     def compile(
         self,

@@ -1,0 +1,77 @@
+"""Scoring caption files and printing score tables."""
+
+import json
+
+from keras_pvc.metrics.evaluate import METRIC_NAMES
+from keras_pvc.metrics.evaluate import evaluate_captions
+
+
+def _load_json(path, what):
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} file {path} is not valid JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} file {path} must hold a JSON object keyed by clip id.")
+    return data
+
+
+def evaluate_files(predictions_path, references_path, output_json=None, **kwargs):
+    """Scores a predictions JSON file against a references JSON file.
+
+    Args:
+        predictions_path: str. JSON `{clip_id: caption}`.
+        references_path: str. JSON `{clip_id: [captions]}`.
+        output_json: str or None. Where to write the scores as JSON.
+        **kwargs: passed to `evaluate_captions` (`metrics`, `per_clip`, ...).
+
+    Returns:
+        dict. The result of `evaluate_captions`.
+
+    Example:
+
+    >>> scores = evaluate_files("pred.json", "refs.json", "scores.json")  # doctest: +SKIP
+    >>> print(format_table(scores))  # doctest: +SKIP
+    """
+    predictions = _load_json(predictions_path, "Predictions")
+    references = _load_json(references_path, "References")
+    scores = evaluate_captions(references, predictions, **kwargs)
+    if output_json is not None:
+        with open(output_json, "w", encoding="utf-8") as file:
+            json.dump(scores, file, indent=2, ensure_ascii=False)
+    return scores
+
+
+def format_table(scores):
+    """Formats scores as a fixed-width table, ×100 as papers print them.
+
+    Args:
+        scores: dict. Metric name → float (coco-caption scale), e.g. from
+            `evaluate_captions`; non-numeric entries are left out except the
+            METEOR backend, noted under the table.
+
+    Returns:
+        str.
+
+    Example:
+
+    >>> print(format_table({"BLEU-4": 0.4321, "CIDEr": 0.7}))
+    metric     score
+    --------  ------
+    BLEU-4     43.21
+    CIDEr      70.00
+    """
+    names = [name for name in METRIC_NAMES if isinstance(scores.get(name), (int, float))]
+    names += [
+        name for name, value in scores.items()
+        if name not in names and isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
+    lines = [f"{'metric':<8}  {'score':>6}", f"{'-' * 8}  {'-' * 6}"]
+    lines += [f"{name:<8}  {100.0 * scores[name]:>6.2f}" for name in names]
+    info = scores.get("info") or {}
+    if info.get("METEOR-backend"):
+        lines.append(f"METEOR backend: {info['METEOR-backend']}")
+    elif "METEOR" not in scores and "METEOR-backend" in info:
+        lines.append("METEOR: not computed")
+    return "\n".join(lines)
