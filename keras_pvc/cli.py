@@ -22,12 +22,53 @@ def cmd_demo(args):
         quick=args.quick,
         graph=not args.no_graph,
         epochs=args.epochs,
+        rl_epochs=args.rl_epochs,
         num_clips=args.clips,
         seed=args.seed,
         data_root=args.data,
         resume=args.resume,
+        visuals=args.visuals,
         verbose=0 if args.silent else 1,
     )
+    return 0
+
+
+def cmd_train(args):
+    from keras_pvc.runs import load_dataset_clips
+    from keras_pvc.runs import train_run
+
+    clips = load_dataset_clips(
+        args.dataset,
+        args.root,
+        split_file=args.split_file,
+        features_dir=args.features,
+        video_dir=args.video_dir,
+    )
+    overrides = {}
+    if args.no_graph:
+        overrides["graph"] = None
+    if args.batch_size:
+        overrides["batch_size"] = args.batch_size
+    train_run(
+        clips,
+        args.out,
+        preset=args.preset,
+        overrides=overrides,
+        epochs=args.epochs,
+        rl_epochs=args.rl_epochs,
+        rl_options={"num_samples": args.rl_samples, "baseline": args.rl_baseline},
+        features_dir=args.features,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    return 0
+
+
+def cmd_report(args):
+    from keras_pvc.report import write_report
+
+    path = write_report(args.run_dir, out_path=args.out, num_clips=args.clips)
+    print(f"Wrote {path}")
     return 0
 
 
@@ -103,13 +144,52 @@ def build_parser():
     demo.add_argument("--out", default="runs/demo", help="run folder")
     demo.add_argument("--quick", action="store_true", help="~1 minute run (CI)")
     demo.add_argument("--no-graph", action="store_true", help="ablation: no spatial graph")
-    demo.add_argument("--epochs", type=int, help="override the epochs")
+    demo.add_argument("--epochs", type=int, help="cross-entropy epochs")
+    demo.add_argument("--rl-epochs", type=int, help="self-critical epochs after XE")
     demo.add_argument("--clips", type=int, help="override the number of clips")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--data", help="dataset folder (default: <out>/data)")
     demo.add_argument("--resume", action="store_true", help="continue an interrupted run")
     demo.add_argument("--silent", action="store_true", help="no progress output")
+    demo.add_argument(
+        "--visuals", type=int, default=8, help="clips drawn into the HTML report (0: none)"
+    )
     demo.set_defaults(func=cmd_demo)
+
+    train = commands.add_parser(
+        "train",
+        help="train a preset on MSVD, MSR-VTT or YouCook2",
+        description="Trains a preset with cross-entropy (then optionally "
+        "self-critical REINFORCE), captions the test split, scores it, and "
+        "writes a run folder (model preset, metrics, loss plots, samples).",
+    )
+    train.add_argument("--dataset", default="msvd", choices=["msvd", "msrvtt", "youcook2"])
+    train.add_argument(
+        "--root",
+        required=True,
+        help="MSVD folder (video_corpus.csv + YouTubeClips/), MSR-VTT json or "
+        "folder, or YouCook2 annotations json",
+    )
+    train.add_argument("--split-file", help="TSV clip_id<TAB>train|val|test (wins)")
+    train.add_argument("--features", help="cached features from `keras-pvc extract`")
+    train.add_argument("--video-dir", help="video folder, if not the dataset's default")
+    train.add_argument("--preset", default="procedural", help="a preset name")
+    train.add_argument("--out", required=True, help="run folder")
+    train.add_argument("--epochs", type=int, help="cross-entropy epochs (default: preset's)")
+    train.add_argument("--rl-epochs", type=int, default=0, help="self-critical epochs after XE")
+    train.add_argument("--rl-samples", type=int, default=5, help="captions sampled per video")
+    train.add_argument("--rl-baseline", default="greedy", choices=["greedy", "mean"])
+    train.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    train.add_argument("--no-graph", action="store_true", help="drop the spatial graph")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.set_defaults(func=cmd_train)
+
+    report = commands.add_parser("report", help="write a run folder's HTML report")
+    report.add_argument("run_dir")
+    report.add_argument("--clips", type=int, default=8, help="clips in the grid")
+    report.add_argument("--out", help="HTML path (default: RUN_DIR/report.html)")
+    report.set_defaults(func=cmd_report)
 
     evaluate = commands.add_parser(
         "evaluate",

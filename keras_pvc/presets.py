@@ -73,7 +73,7 @@ PRESETS = {
         ),
         "input_kind": "frames",
         "input_shape": (64, 64, 3),
-        "frame_cnn": {"backbone": "simple", "filters": (32, 64, 96)},
+        "frame_cnn": {"backbone": "simple", "filters": (16, 32, 64)},
         "frame_size": (64, 64),
         "graph": {"units": 128, "adjacency": "both", "pooling": "attention"},
         "hidden_dim": 192,

@@ -36,11 +36,46 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
             self.model.save_weights(path)
 
 
+class HistoryLogger(keras.callbacks.Callback):
+    """Writes one CSV row per epoch, safe across phases and resumes.
+
+    Unlike `keras.callbacks.CSVLogger`, columns may change between fits (the
+    self-critical phase logs rewards the cross-entropy phase did not), and a
+    resumed run replaces rows of epochs it redoes instead of duplicating
+    them. The file is rewritten atomically each epoch (it is small).
+
+    Args:
+        path: str. The CSV file.
+    """
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        import csv
+
+        rows = []
+        if os.path.exists(self.path):
+            with open(self.path, newline="") as handle:
+                rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < epoch]
+        row = {"epoch": epoch}
+        row.update({key: float(value) for key, value in (logs or {}).items()})
+        rows.append(row)
+        columns = ["epoch"] + sorted({key for r in rows for key in r} - {"epoch"})
+        temporary = self.path + ".tmp"
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, self.path)
+
+
 class LossPlot(keras.callbacks.Callback):
     """Redraws the training and validation loss curves after every epoch.
 
-    Reads the run's `history.csv` (written by `keras.callbacks.CSVLogger`
-    before this callback runs), so a resumed run's plot covers all epochs.
+    Reads the run's `history.csv` (written by `HistoryLogger` before this
+    callback runs), so a resumed run's plot covers all epochs.
 
     Args:
         history_csv: str. The CSV log.
@@ -59,7 +94,7 @@ class LossPlot(keras.callbacks.Callback):
 
 
 def read_history(history_csv):
-    """`{column: [floats]}` from a `CSVLogger` file (empty if none)."""
+    """`{column: [floats]}` from a history CSV (empty if none)."""
     import csv
 
     if not os.path.exists(history_csv):
@@ -72,12 +107,12 @@ def read_history(history_csv):
             try:
                 columns.setdefault(key, []).append(float(value))
             except (TypeError, ValueError):
-                pass
+                columns.setdefault(key, []).append(float("nan"))
     return columns
 
 
 def plot_history(history_csv, path, keys=("loss", "val_loss"), title="Loss"):
-    """Draws columns of a `CSVLogger` file against epochs into a PNG."""
+    """Draws columns of a history CSV against epochs into a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -89,9 +124,14 @@ def plot_history(history_csv, path, keys=("loss", "val_loss"), title="Loss"):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     epochs = [int(epoch) + 1 for epoch in history["epoch"]]
     figure, axis = plt.subplots(figsize=(6, 4))
+    drawn = 0
     for key in keys:
         if key in history:
             axis.plot(epochs, history[key], marker="o", label=key)
+            drawn += 1
+    if not drawn:
+        plt.close(figure)
+        return
     axis.set_xlabel("epoch")
     axis.set_title(title)
     axis.grid(alpha=0.3)
@@ -101,22 +141,29 @@ def plot_history(history_csv, path, keys=("loss", "val_loss"), title="Loss"):
     plt.close(figure)
 
 
-def training_callbacks(run_dir, checkpoint_every=10, resume=False):
+def training_callbacks(run_dir, checkpoint_every=10, resume=False, phase="xe"):
     """Checkpoints, crash-safe backup, CSV log and loss plot for a run folder.
 
     Args:
         run_dir: str. The run folder.
         checkpoint_every: int. Save weights every this many epochs (0: never).
-        resume: bool. Continue from `run_dir/backup` if a run was interrupted;
-            without it an old backup is discarded and training starts over.
+        resume: bool. Continue from the phase's backup if a run was
+            interrupted; without it an old backup is discarded and the phase
+            starts over.
+        phase: str. `"xe"` (cross-entropy) or `"rl"` (self-critical): each
+            phase has its own backup folder; the RL phase appends to the
+            history the XE phase wrote.
     """
-    backup = os.path.join(run_dir, "backup")
-    if not resume and os.path.exists(backup):
-        shutil.rmtree(backup)
+    backup = os.path.join(run_dir, "backup" if phase == "xe" else f"backup_{phase}")
     history_csv = os.path.join(run_dir, "history.csv")
+    if not resume:
+        if os.path.exists(backup):
+            shutil.rmtree(backup)
+        if phase == "xe" and os.path.exists(history_csv):
+            os.remove(history_csv)
     return [
         keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
-        keras.callbacks.CSVLogger(history_csv, append=resume),
+        HistoryLogger(history_csv),
         LossPlot(history_csv, os.path.join(run_dir, "loss_imgs", "loss.png")),
         PeriodicCheckpoint(os.path.join(run_dir, "checkpoints"), checkpoint_every),
     ]

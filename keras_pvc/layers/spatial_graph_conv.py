@@ -238,6 +238,10 @@ class SpatialGraphConv(keras.layers.Layer):
         return ops.softmax(scores, axis=-1)
 
     def call(self, nodes, adjacency=None, training=None):
+        return self.pool(self.propagate(nodes, adjacency, training))
+
+    def propagate(self, nodes, adjacency=None, training=None):
+        """The nodes after message passing, before pooling `(..., N, units)`."""
         if self.position_embedding:
             nodes = nodes + ops.cast(self.position_embeddings, nodes.dtype)
         if adjacency is None:
@@ -262,7 +266,7 @@ class SpatialGraphConv(keras.layers.Layer):
             if self.residual_dense[index] is not None:
                 residual = self.residual_dense[index](nodes)
             nodes = residual + message
-        return self.pool(nodes)
+        return nodes
 
     def pool(self, nodes):
         """Pools nodes `(..., N, units)` to `(..., units)` (per `pooling`)."""

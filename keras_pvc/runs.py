@@ -1,0 +1,263 @@
+"""A training run end to end: data -> vocabulary -> XE (-> RL) -> scores.
+
+`keras-pvc train` and `keras-pvc demo` both call `train_run`. What it writes
+is described in `keras_pvc.training` (the run folder).
+"""
+
+import os
+import time
+
+from keras_pvc.training import write_json
+
+DATASETS = ("msvd", "msrvtt", "youcook2")
+
+
+def load_dataset_clips(dataset, root, split_file=None, features_dir=None, video_dir=None):
+    """Clips of a dataset by name (see `keras_pvc.datasets`)."""
+    if dataset == "msvd":
+        from keras_pvc.datasets.msvd import load_msvd
+
+        kwargs = {"video_dir": video_dir} if video_dir else {}
+        return load_msvd(root, split_file=split_file, features_dir=features_dir, **kwargs)
+    if dataset == "msrvtt":
+        from keras_pvc.datasets.msrvtt import load_msrvtt
+
+        return load_msrvtt(root, video_dir=video_dir)
+    if dataset == "youcook2":
+        from keras_pvc.datasets.youcook2 import load_youcook2
+
+        return load_youcook2(root, video_dir=video_dir)
+    raise ValueError(f"Unknown dataset {dataset!r}; use one of {DATASETS}.")
+
+
+def read_clip_arrays(clips, config, features_dir=None, verbose=1):
+    """Reads clips into memory as the model takes them (frames or features)."""
+    from keras_pvc.datasets.pipeline import read_clip_videos
+
+    if config["input_kind"] == "frames":
+        return read_clip_videos(
+            clips, config["num_frames"], config["frame_size"], verbose=verbose
+        )
+    from keras_pvc.datasets.features import load_feature_arrays
+
+    if features_dir is None:
+        raise ValueError(
+            "This preset takes cached features: run `keras-pvc extract` first and "
+            "pass `--features DIR`."
+        )
+    return load_feature_arrays(clips, features_dir)
+
+
+def relation_clip_ids(data_root):
+    """Procedural clips whose captions state a relation between two shapes."""
+    import json
+
+    path = os.path.join(data_root, "metadata.json")
+    if not os.path.exists(path):
+        return set()
+    with open(path, encoding="utf-8") as handle:
+        scenes = json.load(handle).get("scenes", {})
+    return {
+        clip_id for clip_id, scene in scenes.items() if len(scene.get("shapes", ())) == 2
+    }
+
+
+def score_captions(clips, predictions, subsets=None):
+    """Metrics of `predictions` against the clips' references, per subset."""
+    from keras_pvc.metrics import evaluate_captions
+
+    references = {clip.clip_id: clip.references for clip in clips}
+    results = {"all": dict(evaluate_captions(references, predictions))}
+    for name, clip_ids in (subsets or {}).items():
+        chosen = [clip_id for clip_id in predictions if clip_id in clip_ids]
+        if chosen:
+            results[name] = dict(
+                evaluate_captions(
+                    {clip_id: references[clip_id] for clip_id in chosen},
+                    {clip_id: predictions[clip_id] for clip_id in chosen},
+                )
+            )
+    return results
+
+
+def format_scores(results):
+    """A table of metrics (x100, as papers print) per row of `results`."""
+    keys = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
+    lines = [f"{'':<16}" + "".join(f"{key:>9}" for key in keys)]
+    for name, scores in results.items():
+        cells = "".join(
+            f"{100 * scores[key]:9.1f}"
+            if isinstance(scores.get(key), (int, float))
+            else f"{'-':>9}"
+            for key in keys
+        )
+        lines.append(f"{name:<16}" + cells)
+    return "\n".join(lines)
+
+
+def caption_split(model, arrays, sampler="greedy"):
+    """`{clip_id: caption}` for every clip of `arrays`."""
+    captions = model.generate(
+        arrays.model_inputs(model.backbone.input_kind), sampler=sampler
+    )
+    return {clip.clip_id: caption for clip, caption in zip(arrays.clips, captions)}
+
+
+def train_run(
+    clips,
+    out,
+    preset="procedural",
+    overrides=None,
+    epochs=None,
+    rl_epochs=0,
+    rl_options=None,
+    features_dir=None,
+    subsets=None,
+    seed=0,
+    resume=False,
+    verbose=1,
+):
+    """Trains a preset on clips, captions the test split and scores it.
+
+    Args:
+        clips: list of `Clip` with splits.
+        out: str. The run folder.
+        preset: str. A preset name (`keras_pvc.list_presets()`).
+        overrides: dict. Preset knobs to change (e.g. `{"graph": None}`).
+        epochs: int or None. Cross-entropy epochs (default: the preset's).
+        rl_epochs: int. Self-critical epochs after cross-entropy.
+        rl_options: dict. Arguments of `VideoCaptioner.enable_self_critical`.
+        features_dir: str or None. Cached features for feature presets.
+        subsets: dict `{name: set of clip ids}`: extra score rows.
+        seed: int.
+        resume: bool. Continue an interrupted run.
+        verbose: int.
+
+    Returns:
+        The summary written to `out/metrics.json`.
+    """
+    import keras
+
+    from keras_pvc.datasets.pipeline import caption_dataset
+    from keras_pvc.datasets.pipeline import reference_ids
+    from keras_pvc.models import VideoCaptionerPreprocessor
+    from keras_pvc.presets import build_video_captioner
+    from keras_pvc.presets import preset_config
+    from keras_pvc.training import plot_history
+    from keras_pvc.training import training_callbacks
+
+    def say(message):
+        if verbose:
+            print(message, flush=True)
+
+    started = time.time()
+    keras.utils.set_random_seed(seed)
+    os.makedirs(out, exist_ok=True)
+    config = preset_config(preset, **(overrides or {}))
+    epochs = config["epochs"] if epochs is None else epochs
+
+    arrays = read_clip_arrays(clips, config, features_dir, verbose)
+    for clip_id, reason in arrays.failures:
+        say(f"  skipped {clip_id}: {reason}")
+    train, val, test = (arrays.subset(split) for split in ("train", "val", "test"))
+    if not train.clips:
+        raise ValueError("No training clips: check the dataset's split.")
+    config["vocabulary"] = VideoCaptionerPreprocessor.build_vocabulary(
+        [reference for clip in train.clips for reference in clip.references],
+        min_count=config.get("min_word_count", 1),
+    )
+    config["vocabulary_size"] = len(config["vocabulary"])
+    model = build_video_captioner(config)
+    kind = config["input_kind"]
+    say(
+        f"Training preset {preset!r} ({model.count_params():,} parameters, "
+        f"vocabulary {config['vocabulary_size']}, graph "
+        f"{'on' if config.get('graph') else 'off'}): {len(train.clips)} train / "
+        f"{len(val.clips)} val / {len(test.clips)} test clips, {epochs} XE epochs"
+        + (f" + {rl_epochs} self-critical epochs" if rl_epochs else "")
+    )
+    # One random reference per clip per epoch: every video is read once an
+    # epoch, and over epochs the model sees all paraphrases.
+    train_ds = caption_dataset(
+        train,
+        model.preprocessor,
+        kind,
+        config["batch_size"],
+        seed=seed,
+        captions="random",
+        references=bool(rl_epochs),
+    )
+    val_ds = None
+    if val.clips:
+        val_ds = caption_dataset(
+            val, model.preprocessor, kind, config["batch_size"], shuffle=False
+        )
+    if epochs:
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            callbacks=training_callbacks(out, config["checkpoint_every"], resume),
+            verbose=verbose,
+        )
+    results = {}
+    if rl_epochs:
+        xe_predictions = caption_split(model, test)
+        results["XE"] = score_captions(test.clips, xe_predictions)["all"]
+        say(f"Self-critical training for {rl_epochs} epochs")
+        model.enable_self_critical(
+            train_references=reference_ids(train.clips, model.preprocessor),
+            seed=seed,
+            **(rl_options or {}),
+        )
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            initial_epoch=epochs,
+            epochs=epochs + rl_epochs,
+            callbacks=training_callbacks(
+                out, config["checkpoint_every"], resume, phase="rl"
+            ),
+            verbose=verbose,
+        )
+        plot_history(
+            os.path.join(out, "history.csv"),
+            os.path.join(out, "loss_imgs", "reward.png"),
+            keys=("reward", "greedy_reward", "baseline"),
+            title="Self-critical reward (CIDEr-D)",
+        )
+    train_seconds = time.time() - started
+    model.save_to_preset(os.path.join(out, "model"))
+
+    say(f"Captioning {len(test.clips)} held-out clips")
+    predictions = caption_split(model, test)
+    scores = score_captions(test.clips, predictions, subsets)
+    if rl_epochs:
+        results["XE+RL"] = scores["all"]
+    summary = {
+        "preset": preset,
+        "overrides": {k: v for k, v in (overrides or {}).items() if k != "vocabulary"},
+        "graph": bool(config.get("graph")),
+        "seed": seed,
+        "epochs": epochs,
+        "rl_epochs": rl_epochs,
+        "parameters": int(model.count_params()),
+        "metrics": scores,
+        "phases": results,
+        "skipped_clips": arrays.failures,
+        "seconds": round(time.time() - started, 1),
+        "train_seconds": round(train_seconds, 1),
+    }
+    write_json(os.path.join(out, "metrics.json"), summary)
+    write_json(os.path.join(out, "predictions.json"), predictions)
+    with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as handle:
+        for clip in test.clips:
+            handle.write(
+                f"{clip.clip_id}\n  generated: {predictions[clip.clip_id]}\n"
+                f"  reference: {clip.references[0]}\n"
+            )
+    say(format_scores({**scores, **({"XE only": results["XE"]} if rl_epochs else {})}))
+    for clip in test.clips[:5]:
+        say(f"  {clip.clip_id}: {predictions[clip.clip_id]!r}  (ref: {clip.references[0]!r})")
+    say(f"Run folder: {out} ({summary['seconds']} s)")
+    return summary
