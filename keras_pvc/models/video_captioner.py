@@ -269,7 +269,8 @@ class VideoCaptioner(keras_hub.models.Task):
             logits, cache = decoder.step(token_ids, cache)
             return logits, None, cache
 
-        @tf.function(reduce_retracing=True)
+        # The sampler loops with `ops.while_loop`: no AutoGraph needed.
+        @tf.function(reduce_retracing=True, autograph=False)
         def generate(inputs):
             sequence, hidden, cell = backbone.encode(inputs, training=False)
             frame_mask = inputs.get("frame_mask")
