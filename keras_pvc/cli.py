@@ -64,6 +64,40 @@ def cmd_train(args):
     return 0
 
 
+def cmd_extract(args):
+    from keras_pvc.extract import extract_features
+    from keras_pvc.layers import FrameCNN
+    from keras_pvc.presets import preset_config
+    from keras_pvc.runs import load_dataset_clips
+
+    config = preset_config(args.preset)
+    if not config.get("frame_cnn"):
+        raise SystemExit(f"error: preset {args.preset!r} has no frame CNN to extract with.")
+    clips = load_dataset_clips(
+        args.dataset, args.root, split_file=args.split_file, video_dir=args.video_dir
+    )
+    cnn_config = dict(config["frame_cnn"])
+    if args.backbone:
+        cnn_config["backbone"] = args.backbone
+    if args.output:
+        cnn_config["output"] = args.output
+    if args.weights:
+        cnn_config["backbone_weights"] = None if args.weights == "none" else args.weights
+    report = extract_features(
+        clips,
+        args.out,
+        FrameCNN(**cnn_config, name="frame_cnn"),
+        num_frames=args.num_frames or config["num_frames"],
+        frame_size=tuple(args.frame_size or config["frame_size"]),
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        verbose=0 if args.silent else 1,
+    )
+    print(report.summary())
+    return 0 if report.done or report.skipped else 1
+
+
 def cmd_report(args):
     from keras_pvc.report import write_report
 
@@ -184,6 +218,32 @@ def build_parser():
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.set_defaults(func=cmd_train)
+
+    extract = commands.add_parser(
+        "extract",
+        help="videos -> cached frame-CNN features (resumable)",
+        description="Samples frames from every clip's video, runs the preset's "
+        "frame CNN (EfficientNet-Lite0 ImageNet for msvd) and caches "
+        "<clip_id>.npy + <clip_id>.mask.npy with a manifest. Finished clips "
+        "are skipped on a rerun; unreadable videos are listed in "
+        "extract_report.json and skipped.",
+    )
+    extract.add_argument("--dataset", default="msvd", choices=["msvd", "msrvtt", "youcook2"])
+    extract.add_argument("--root", required=True, help="the dataset (see `train --root`)")
+    extract.add_argument("--out", required=True, help="features folder")
+    extract.add_argument("--preset", default="msvd", help="preset whose frame CNN to use")
+    extract.add_argument("--split-file")
+    extract.add_argument("--video-dir")
+    extract.add_argument("--backbone", help="override the frame CNN backbone")
+    extract.add_argument("--output", choices=["regions", "pooled"])
+    extract.add_argument("--weights", choices=["imagenet", "none"])
+    extract.add_argument("--num-frames", type=int)
+    extract.add_argument("--frame-size", type=int, nargs=2, metavar=("H", "W"))
+    extract.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    extract.add_argument("--batch-size", type=int, default=32, help="frames per CNN call")
+    extract.add_argument("--workers", type=int, default=2, help="decoding threads")
+    extract.add_argument("--silent", action="store_true")
+    extract.set_defaults(func=cmd_extract)
 
     report = commands.add_parser("report", help="write a run folder's HTML report")
     report.add_argument("run_dir")

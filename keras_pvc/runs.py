@@ -40,12 +40,34 @@ def read_clip_arrays(clips, config, features_dir=None, verbose=1):
         )
     from keras_pvc.datasets.features import load_feature_arrays
 
+    return load_feature_arrays(clips, features_dir)
+
+
+def check_features(features_dir, config):
+    """Checks cached features against a preset: shape and frame count."""
+    from keras_pvc.extract import read_manifest
+
     if features_dir is None:
         raise ValueError(
-            "This preset takes cached features: run `keras-pvc extract` first and "
-            "pass `--features DIR`."
+            "This preset takes cached features: run `keras-pvc extract` first "
+            "and pass `--features DIR`."
         )
-    return load_feature_arrays(clips, features_dir)
+    manifest = read_manifest(features_dir)
+    if manifest is None:
+        return
+    shape = tuple(manifest["feature_shape"][1:])
+    if shape != tuple(config["input_shape"]):
+        raise ValueError(
+            f"Features in {features_dir} have per-frame shape {shape}, but the "
+            f"preset takes {tuple(config['input_shape'])}; extract with the "
+            "preset's frame CNN or pick a matching preset."
+        )
+    if manifest["num_frames"] != config["num_frames"]:
+        raise ValueError(
+            f"Features in {features_dir} hold {manifest['num_frames']} frames per "
+            f"clip, the preset {config['num_frames']}; pass a matching preset or "
+            "re-extract."
+        )
 
 
 def relation_clip_ids(data_root):
@@ -156,37 +178,59 @@ def train_run(
     config = preset_config(preset, **(overrides or {}))
     epochs = config["epochs"] if epochs is None else epochs
 
-    arrays = read_clip_arrays(clips, config, features_dir, verbose)
+    kind = config["input_kind"]
+    if kind == "features":
+        # Training features stream from disk; val/test are small: in memory.
+        check_features(features_dir, config)
+        arrays = read_clip_arrays(
+            [clip for clip in clips if clip.split != "train"], config, features_dir
+        )
+        train_clips = [clip for clip in clips if clip.split == "train"]
+    else:
+        arrays = read_clip_arrays(clips, config, features_dir, verbose)
+        train_clips = [clip for clip in arrays.clips if clip.split == "train"]
     for clip_id, reason in arrays.failures:
         say(f"  skipped {clip_id}: {reason}")
     train, val, test = (arrays.subset(split) for split in ("train", "val", "test"))
-    if not train.clips:
+    if not train_clips:
         raise ValueError("No training clips: check the dataset's split.")
     config["vocabulary"] = VideoCaptionerPreprocessor.build_vocabulary(
-        [reference for clip in train.clips for reference in clip.references],
+        [reference for clip in train_clips for reference in clip.references],
         min_count=config.get("min_word_count", 1),
     )
     config["vocabulary_size"] = len(config["vocabulary"])
     model = build_video_captioner(config)
-    kind = config["input_kind"]
     say(
         f"Training preset {preset!r} ({model.count_params():,} parameters, "
         f"vocabulary {config['vocabulary_size']}, graph "
-        f"{'on' if config.get('graph') else 'off'}): {len(train.clips)} train / "
+        f"{'on' if config.get('graph') else 'off'}): {len(train_clips)} train / "
         f"{len(val.clips)} val / {len(test.clips)} test clips, {epochs} XE epochs"
         + (f" + {rl_epochs} self-critical epochs" if rl_epochs else "")
     )
     # One random reference per clip per epoch: every video is read once an
     # epoch, and over epochs the model sees all paraphrases.
-    train_ds = caption_dataset(
-        train,
-        model.preprocessor,
-        kind,
-        config["batch_size"],
-        seed=seed,
-        captions="random",
-        references=bool(rl_epochs),
-    )
+    if kind == "features":
+        from keras_pvc.datasets.features import features_dataset
+
+        train_ds = features_dataset(
+            train_clips,
+            features_dir,
+            model.preprocessor,
+            config["batch_size"],
+            captions="random",
+            seed=seed,
+            references=bool(rl_epochs),
+        )
+    else:
+        train_ds = caption_dataset(
+            train,
+            model.preprocessor,
+            kind,
+            config["batch_size"],
+            seed=seed,
+            captions="random",
+            references=bool(rl_epochs),
+        )
     val_ds = None
     if val.clips:
         val_ds = caption_dataset(
@@ -206,7 +250,7 @@ def train_run(
         results["XE"] = score_captions(test.clips, xe_predictions)["all"]
         say(f"Self-critical training for {rl_epochs} epochs")
         model.enable_self_critical(
-            train_references=reference_ids(train.clips, model.preprocessor),
+            train_references=reference_ids(train_clips, model.preprocessor),
             seed=seed,
             **(rl_options or {}),
         )

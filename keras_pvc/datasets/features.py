@@ -1,0 +1,287 @@
+"""Training and evaluation inputs from features cached on disk.
+
+A features folder holds `<clip_id>.npy` (`(T, N, C)` regions or `(T, C)`
+pooled, any float dtype) and, when `keras_pvc.extract.extract_features` made
+it, `<clip_id>.mask.npy` (bool `(T,)`); a clip without a mask file (the seed
+project's features) has every frame real.
+
+- `features_dataset`: a `tf.data` pipeline for `VideoCaptioner.fit` that
+  reads each batch's files when the batch is needed, so a folder larger than
+  memory (MSVD's 1970 clips of 80 x 49 x 1280 float16 regions: ~20 GB)
+  trains without loading it; small folders are read into memory once.
+- `load_feature_arrays`: the clips' features in memory as a `ClipArrays`
+  (for generation and evaluation on a split: `.subset("test")`).
+
+Both give the same elements as `keras_pvc.datasets.pipeline.caption_dataset`:
+`{"features": float32 (B, T, ...), "frame_mask": bool (B, T),
+"caption_ids": int32 (B, L)}`, plus `"reference_ids"` `(B, R, L)` on request.
+"""
+
+import os
+import warnings
+
+import numpy as np
+
+from keras_pvc.datasets.pipeline import ClipArrays
+from keras_pvc.datasets.pipeline import caption_dataset
+from keras_pvc.datasets.pipeline import caption_pairs
+from keras_pvc.datasets.pipeline import reference_ids
+from keras_pvc.extract import mask_path_for
+from keras_pvc.extract import read_npy_header
+
+# `features_dataset(in_memory="auto")` loads a folder whose clips take at most
+# this many bytes (as stored) into memory, and reads larger ones per batch.
+IN_MEMORY_MAX_BYTES = 2 * 1024**3
+
+
+def _features_file(clip, features_dir):
+    if features_dir is not None:
+        return os.path.join(os.fspath(features_dir), clip.clip_id + ".npy")
+    return clip.features_path
+
+
+def _load_mask(features_file, num_frames):
+    path = mask_path_for(features_file)
+    if not os.path.exists(path):
+        return np.ones(num_frames, bool)
+    mask = np.load(path, allow_pickle=False)
+    if mask.shape != (num_frames,):
+        raise ValueError(
+            f"Frame mask {path!r} has shape {mask.shape}; the features have "
+            f"{num_frames} frames."
+        )
+    return mask.astype(bool)
+
+
+def scan_features(clips, features_dir=None):
+    """Finds each clip's feature file and checks it from its header only.
+
+    Args:
+        clips: list of `Clip`.
+        features_dir: str, path-like or None. The folder of
+            `<clip_id>.npy`; None uses each clip's `features_path`.
+
+    Returns:
+        `(kept, paths, masks, feature_shape, dtype, failures)`: the clips
+        whose features are readable and share the first readable clip's shape,
+        their files, their frame masks (bool `(len(kept), T)`), that shape
+        `(T, ...)`, the stored dtype, and `(clip_id, reason)` for the rest.
+    """
+    kept, paths, masks, failures = [], [], [], []
+    feature_shape = dtype = None
+    for clip in clips:
+        path = _features_file(clip, features_dir)
+        if path is None:
+            failures.append((clip.clip_id, "the clip has no features_path"))
+            continue
+        if not os.path.isfile(path):
+            failures.append((clip.clip_id, f"feature file {path!r} not found"))
+            continue
+        try:
+            shape, file_dtype, offset = read_npy_header(path)
+            expected = offset + int(np.prod(shape, dtype=np.int64)) * file_dtype.itemsize
+            if os.path.getsize(path) != expected:
+                raise ValueError("the file is truncated")
+            if not np.issubdtype(file_dtype, np.number) or len(shape) not in (2, 3):
+                raise ValueError(
+                    f"expected (T, D) or (T, N, C) numbers, got {shape} {file_dtype}"
+                )
+            if feature_shape is not None and shape != feature_shape:
+                raise ValueError(
+                    f"shape {shape} differs from the other clips' {feature_shape}"
+                )
+            mask = _load_mask(path, shape[0])
+        except (OSError, ValueError) as error:
+            failures.append((clip.clip_id, f"feature file {path!r}: {error}"))
+            continue
+        feature_shape = feature_shape or shape
+        dtype = dtype or file_dtype
+        kept.append(clip)
+        paths.append(path)
+        masks.append(mask)
+    if failures:
+        warnings.warn(
+            f"{len(failures)} of {len(clips)} clips have no usable features and "
+            f"are left out (first: {failures[0][0]}: {failures[0][1]}).",
+            stacklevel=3,
+        )
+    if not kept:
+        raise ValueError(
+            f"None of the {len(clips)} clips has usable features"
+            + (f" in {os.fspath(features_dir)!r}" if features_dir is not None else "")
+            + (f" (first: {failures[0][1]})" if failures else "")
+            + "."
+        )
+    masks = np.stack(masks) if masks else np.zeros((0, 0), bool)
+    return kept, paths, masks, feature_shape, np.dtype(dtype), failures
+
+
+def load_feature_arrays(clips, features_dir=None, dtype="float32"):
+    """Reads the clips' cached features into memory.
+
+    Clips whose features are missing or unreadable are left out and listed
+    in `failures` (with a warning). Files are read with
+    `np.load(allow_pickle=False)`.
+
+    Args:
+        clips: list of `Clip`.
+        features_dir: str, path-like or None. The folder of `<clip_id>.npy`
+            (and `<clip_id>.mask.npy`); None uses each clip's
+            `features_path`.
+        dtype: str or None. The arrays' dtype; None keeps the stored one
+            (float16 from `extract_features`: half the memory).
+
+    Returns:
+        `ClipArrays` with `videos` `(num_clips, T, ...)` features.
+
+    Example:
+
+    >>> arrays = load_feature_arrays(clips, "/data/msvd/features")  # doctest: +SKIP
+    >>> test = arrays.subset("test")  # doctest: +SKIP
+    >>> model.generate(test.model_inputs("features"))  # doctest: +SKIP
+    """
+    kept, paths, masks, feature_shape, stored, failures = scan_features(
+        clips, features_dir
+    )
+    dtype = stored if dtype is None else np.dtype(dtype)
+    videos = np.empty((len(kept),) + feature_shape, dtype)
+    for index, path in enumerate(paths):
+        videos[index] = np.load(path, allow_pickle=False)
+    return ClipArrays(kept, videos, masks, failures)
+
+
+def features_dataset(
+    clips,
+    features_dir,
+    preprocessor,
+    batch_size,
+    captions="all",
+    shuffle=True,
+    seed=0,
+    references=False,
+    in_memory="auto",
+):
+    """A `tf.data.Dataset` of model inputs from cached features, for `fit`.
+
+    The elements are those of `keras_pvc.datasets.pipeline.caption_dataset`
+    with `input_kind="features"`: `{"features": float32 (B, T, ...),
+    "frame_mask": bool (B, T), "caption_ids": int32 (B, caption_length + 2)}`
+    and, with `references=True`, `"reference_ids"` `(B, R, L)`. Captions are
+    tokenized once with `preprocessor.tokenize`.
+
+    With `in_memory=False` only the frame masks and captions live in memory:
+    the examples (clip index, caption) are shuffled, batched, and each
+    batch's feature files are read then (`np.load` in `tf.numpy_function`,
+    batches read in parallel and prefetched), so memory stays at a few
+    batches whatever the folder's size. Clips with missing or unreadable
+    features are left out with a warning.
+
+    Args:
+        clips: list of `Clip` (one split, e.g. the train clips).
+        features_dir: str, path-like or None. The folder of `<clip_id>.npy`;
+            None uses each clip's `features_path`.
+        preprocessor: `VideoCaptionerPreprocessor` with a vocabulary.
+        batch_size: int.
+        captions: str. `"all"` (every reference once per epoch), `"random"`
+            (one reference per clip, drawn anew each epoch) or `"first"`;
+            see `caption_dataset`.
+        shuffle: bool. Reshuffle the examples every epoch (seeded).
+        seed: int.
+        references: bool. Add `reference_ids`: every reference of each clip.
+        in_memory: `"auto"`, True or False. Read every clip into memory once
+            (then `caption_dataset` gathers batches from it) or read per
+            batch; `"auto"` reads into memory when the stored features take
+            at most `IN_MEMORY_MAX_BYTES` (2 GiB).
+
+    Returns:
+        A batched, prefetched `tf.data.Dataset`.
+
+    Example:
+
+    >>> train = [clip for clip in clips if clip.split == "train"]  # doctest: +SKIP
+    >>> dataset = features_dataset(train, "/data/msvd/features",
+    ...                            model.preprocessor, batch_size=20)  # doctest: +SKIP
+    >>> model.fit(dataset, epochs=50)  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    if captions not in ("all", "random", "first"):
+        raise ValueError(
+            f"`captions` must be 'all', 'random' or 'first', got {captions!r}."
+        )
+    if in_memory not in ("auto", True, False):
+        raise ValueError(f"`in_memory` must be 'auto', True or False, got {in_memory!r}.")
+    kept, paths, masks, feature_shape, stored, _ = scan_features(clips, features_dir)
+    if in_memory == "auto":
+        size = len(kept) * int(np.prod(feature_shape, dtype=np.int64)) * stored.itemsize
+        in_memory = size <= IN_MEMORY_MAX_BYTES
+    if in_memory:
+        videos = np.empty((len(kept),) + feature_shape, stored)
+        for index, path in enumerate(paths):
+            videos[index] = np.load(path, allow_pickle=False)
+        return caption_dataset(
+            ClipArrays(kept, videos, masks, []),
+            preprocessor,
+            "features",
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            captions=captions,
+            references=references,
+        )
+
+    frame_masks = tf.constant(masks)
+    need_references = references or captions == "random"
+    all_reference_ids = (
+        tf.constant(reference_ids(kept, preprocessor)) if need_references else None
+    )
+    if captions == "random":
+        counts = tf.constant([len(clip.references) for clip in kept], "int32")
+        clip_index = np.arange(len(kept), dtype="int32")
+        # `Dataset.random` draws anew every epoch (a random op inside `map`
+        # would replay the same draws), as in `caption_dataset`.
+        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        dataset = tf.data.Dataset.zip(
+            (tf.data.Dataset.from_tensor_slices(clip_index), draws)
+        ).map(
+            lambda index, draw: (
+                index,
+                all_reference_ids[index][
+                    tf.cast(draw % tf.cast(counts[index], tf.int64), tf.int32)
+                ],
+            )
+        )
+    else:
+        clip_index, caption_ids = caption_pairs(
+            kept, preprocessor, all_references=captions == "all"
+        )
+        dataset = tf.data.Dataset.from_tensor_slices((clip_index, caption_ids))
+    if shuffle:
+        dataset = dataset.shuffle(
+            len(clip_index), seed=seed, reshuffle_each_iteration=True
+        )
+    dataset = dataset.batch(batch_size)
+
+    paths = np.asarray(paths)
+
+    def read_batch(indices):
+        # Each file once per batch (a clip can appear with several captions).
+        unique, inverse = np.unique(indices, return_inverse=True)
+        arrays = np.stack([np.load(paths[index], allow_pickle=False) for index in unique])
+        return arrays.astype(np.float32, copy=False)[inverse]
+
+    def to_inputs(index, ids):
+        features = tf.numpy_function(read_batch, [index], tf.float32, stateful=False)
+        features.set_shape((None,) + feature_shape)
+        inputs = {
+            "features": features,
+            "frame_mask": tf.gather(frame_masks, index),
+            "caption_ids": ids,
+        }
+        if references:
+            inputs["reference_ids"] = tf.gather(all_reference_ids, index)
+        return inputs
+
+    return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
+        tf.data.AUTOTUNE
+    )

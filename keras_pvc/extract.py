@@ -1,0 +1,626 @@
+"""Caching frame-CNN features on disk: `keras-pvc extract`.
+
+`extract_features` reads every clip's video, runs a `FrameCNN` on its frames
+and writes one file per clip, so training reads small feature arrays instead
+of decoding videos and running an ImageNet CNN every epoch.
+
+The folder it writes:
+
+```
+out_dir/
+    <clip_id>.npy         # features: (T, N, C) regions or (T, C) pooled,
+                          # float16 by default; padding frames are zeros
+    <clip_id>.mask.npy    # frame mask: bool (T,), False on padding frames
+    manifest.json         # how the features were made (see below)
+    extract_report.json   # the clips that could not be read, and why
+```
+
+`<clip_id>.npy` is the seed project's layout (one plain `.npy` per clip, read
+by `keras_pvc.datasets.msvd.load_feature_clips`, memory-mappable); the mask
+sits in its own small `.npy` so both load with `allow_pickle=False` and a
+folder of the seed's features (no masks) still loads: a missing mask means
+every frame is real. `keras_pvc.datasets.features` reads the folder back.
+
+A clip counts as done when its `.npy` exists, its header gives the expected
+shape and dtype, its size matches the header, and its mask exists. Both files
+are written under a temporary name and moved into place with `os.replace`
+(mask first, features last), so a run that is killed never leaves a file that
+looks done: a rerun skips the finished clips and redoes the rest.
+
+`manifest.json` records the `FrameCNN`'s config, a SHA-1 of its weights,
+`num_frames`, `frame_size`, the feature shape and dtype, counts and timings,
+and the keras_pvc version. A folder whose manifest disagrees on any of the
+settings that shape the features is refused (`ValueError` naming each
+difference), so features of two backbones never mix.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import time
+
+import numpy as np
+
+from keras_pvc.video import read_frames
+
+MANIFEST_NAME = "manifest.json"
+REPORT_NAME = "extract_report.json"
+FEATURES_SUFFIX = ".npy"
+MASK_SUFFIX = ".mask.npy"
+# Temporary files are `<final name>.partial-<pid>`.
+PARTIAL_MARKER = ".partial-"
+FORMAT_VERSION = 1
+
+# Manifest keys that must agree for features to share a folder.
+_MATCHING_KEYS = (
+    "frame_cnn",
+    "weights_sha1",
+    "num_frames",
+    "frame_size",
+    "feature_shape",
+    "dtype",
+)
+
+
+def features_path(out_dir, clip_id):
+    """`<out_dir>/<clip_id>.npy`: a clip's features."""
+    return os.path.join(os.fspath(out_dir), clip_id + FEATURES_SUFFIX)
+
+
+def mask_path(out_dir, clip_id):
+    """`<out_dir>/<clip_id>.mask.npy`: a clip's frame mask."""
+    return os.path.join(os.fspath(out_dir), clip_id + MASK_SUFFIX)
+
+
+def mask_path_for(features_file):
+    """The mask file beside a features file: `x.npy` -> `x.mask.npy`."""
+    features_file = os.fspath(features_file)
+    stem = features_file[: -len(FEATURES_SUFFIX)] if features_file.endswith(
+        FEATURES_SUFFIX
+    ) else features_file
+    return stem + MASK_SUFFIX
+
+
+def read_npy_header(path):
+    """Shape, dtype and data offset of a `.npy` file, reading only its header.
+
+    Returns:
+        `(shape tuple, np.dtype, header_bytes int)`.
+
+    Raises:
+        ValueError: not a `.npy` file, or an object dtype.
+    """
+    with open(path, "rb") as file:
+        version = np.lib.format.read_magic(file)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(file)
+        else:
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(file)
+        offset = file.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path!r} holds Python objects.")
+    return tuple(shape), dtype, offset
+
+
+def is_complete(path, shape, dtype):
+    """Whether `path` is a whole `.npy` array of `shape` and `dtype`."""
+    try:
+        found_shape, found_dtype, offset = read_npy_header(path)
+        size = os.path.getsize(path)
+    except (OSError, ValueError):
+        return False
+    expected = offset + int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return (
+        found_shape == tuple(shape)
+        and found_dtype == np.dtype(dtype)
+        and size == expected
+    )
+
+
+@dataclasses.dataclass
+class ExtractionReport:
+    """What `extract_features` did.
+
+    Attributes:
+        out_dir: str. The folder written.
+        done: list of str. Clip ids extracted by this run.
+        skipped: list of str. Clip ids already complete in `out_dir`.
+        failed: list of dict `{"clip_id", "path", "reason"}`: clips whose
+            video could not be read (missing, empty, corrupt, no frames).
+        feature_shape: tuple. One clip's features, `(T, N, C)` or `(T, C)`.
+        dtype: str. The features' dtype.
+        timings: dict. Seconds: `total` (the whole call), `setup`
+            (building the CNN, hashing its weights, checking the folder),
+            `loop` (decoding, CNN and writing: `total - setup`), `decode`
+            (time the decoding threads spent in `read_frames`, summed over
+            clips; it overlaps the CNN), `decode_wait` (time the CNN waited
+            for decoded frames: decoding that was not hidden), of which
+            `decode_wait_first` for the first clip (the pipeline filling), `cnn`,
+            `write`. Shares of `loop`: `decode_share`, `decode_wait_share`,
+            `cnn_share`. Speeds over `loop`: `clips_per_second`,
+            `frames_per_second` (real frames through the CNN), and
+            `real_frames`.
+    """
+
+    out_dir: str
+    done: list
+    skipped: list
+    failed: list
+    feature_shape: tuple
+    dtype: str
+    timings: dict
+
+    def summary(self):
+        """One line: counts and speed."""
+        timings = self.timings
+        return (
+            f"{len(self.done)} clips extracted, {len(self.skipped)} already "
+            f"done, {len(self.failed)} failed; "
+            f"{timings.get('clips_per_second', 0.0):.2f} clips/s, "
+            f"{timings.get('frames_per_second', 0.0):.1f} frames/s, decoding "
+            f"{100 * timings.get('decode_share', 0.0):.0f}% of the time "
+            f"(CNN waited {100 * timings.get('decode_wait_share', 0.0):.0f}%)."
+        )
+
+
+def _as_frame_cnn(frame_cnn):
+    from keras_pvc.layers import FrameCNN
+
+    if isinstance(frame_cnn, FrameCNN):
+        return frame_cnn
+    if isinstance(frame_cnn, str):
+        return FrameCNN(frame_cnn)
+    if isinstance(frame_cnn, dict):
+        return FrameCNN.from_config(frame_cnn)
+    raise TypeError(
+        "`frame_cnn` must be a keras_pvc.layers.FrameCNN, a backbone name or "
+        f"a FrameCNN config dict; got {type(frame_cnn).__name__}."
+    )
+
+
+def _json_normalise(value):
+    """Tuples -> lists etc., as the value reads back from JSON."""
+    return json.loads(json.dumps(value))
+
+
+def _frame_cnn_config(frame_cnn):
+    config = dict(frame_cnn.get_config())
+    # The layer's name and trainability do not change its features.
+    config.pop("name", None)
+    config.pop("trainable", None)
+    config.pop("trainable_backbone", None)
+    return _json_normalise(config)
+
+
+def _weights_sha1(frame_cnn):
+    import keras
+
+    digest = hashlib.sha1()
+    for weight in sorted(frame_cnn.weights, key=lambda weight: weight.path):
+        digest.update(weight.path.encode())
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
+def read_manifest(out_dir):
+    """The `manifest.json` of a features folder as a dict, or None if absent.
+
+    Compare its `frame_cnn`, `num_frames`, `frame_size` and `feature_shape`
+    with a model's before training it on the folder.
+    """
+    path = os.path.join(os.fspath(out_dir), MANIFEST_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as file:
+        return json.load(file)
+
+
+def _check_manifest(out_dir, manifest):
+    """Raises ValueError if `out_dir` holds features made another way."""
+    path = os.path.join(out_dir, MANIFEST_NAME)
+    if not os.path.exists(path):
+        stray = [
+            name
+            for name in os.listdir(out_dir)
+            if name.endswith(FEATURES_SUFFIX) and PARTIAL_MARKER not in name
+        ]
+        if stray:
+            raise ValueError(
+                f"{out_dir!r} already holds {len(stray)} .npy files (e.g. "
+                f"{stray[0]!r}) but no {MANIFEST_NAME}, so how they were made "
+                "is unknown. Extract into an empty folder (or delete them)."
+            )
+        return
+    try:
+        with open(path, encoding="utf-8") as file:
+            existing = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read the existing manifest {path!r}: {error}")
+    differences = []
+    for key in _MATCHING_KEYS:
+        if key in manifest and existing.get(key) != manifest[key]:
+            if key == "frame_cnn" and isinstance(existing.get(key), dict):
+                old, new = existing[key], manifest[key]
+                keys = sorted(set(old) | set(new))
+                detail = ", ".join(
+                    f"{name}: {old.get(name)!r} -> {new.get(name)!r}"
+                    for name in keys
+                    if old.get(name) != new.get(name)
+                )
+                differences.append(f"frame_cnn config ({detail})")
+            else:
+                differences.append(
+                    f"{key}: {existing.get(key)!r} in the folder, "
+                    f"{manifest[key]!r} in this run"
+                )
+    if differences:
+        raise ValueError(
+            f"{out_dir!r} holds features made with different settings; "
+            "refusing to mix them. Differences: "
+            + "; ".join(differences)
+            + ". Use another out_dir, or delete the old features."
+        )
+
+
+def _write_json(path, value):
+    partial = f"{path}{PARTIAL_MARKER}{os.getpid()}"
+    with open(partial, "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2)
+        file.write("\n")
+    os.replace(partial, path)
+
+
+def _save_npy(path, array):
+    """Writes `array` to `path` atomically (temporary name, then os.replace)."""
+    partial = f"{path}{PARTIAL_MARKER}{os.getpid()}"
+    with open(partial, "wb") as file:
+        np.save(file, array, allow_pickle=False)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def _remove_stale_partials(out_dir):
+    """Deletes temporary files left by runs that no longer exist."""
+    for name in os.listdir(out_dir):
+        if PARTIAL_MARKER not in name:
+            continue
+        pid = name.rsplit(PARTIAL_MARKER, 1)[1]
+        alive = False
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if not alive:
+            try:
+                os.remove(os.path.join(out_dir, name))
+            except OSError:
+                pass
+
+
+def _bad_clip_id(clip_id):
+    return (
+        not clip_id
+        or clip_id in (".", "..")
+        or "/" in clip_id
+        or (os.sep != "/" and os.sep in clip_id)
+        or "\x00" in clip_id
+    )
+
+
+# The last extractor model built, as `(frame_cnn, frame_size, model)`: repeated
+# calls with the same FrameCNN (a benchmark's warm-up, a CLI extracting several
+# splits) reuse its traced predict function. One entry, so at most one
+# FrameCNN is kept alive by it.
+_LAST_EXTRACTOR = [None]
+
+
+def _extractor_model(frame_cnn, frame_size):
+    """A model `(1, T, H, W, 3) -> features` for any number of frames `T`."""
+    import keras
+
+    last = _LAST_EXTRACTOR[0]
+    if last is not None and last[0] is frame_cnn and last[1] == frame_size:
+        return last[2]
+    frames_input = keras.Input((None,) + frame_size + (3,), name="frames")
+    model = keras.Model(frames_input, frame_cnn(frames_input), name="extractor")
+    _LAST_EXTRACTOR[0] = (frame_cnn, frame_size, model)
+    return model
+
+
+def _version():
+    import keras_pvc
+
+    return keras_pvc.__version__
+
+
+def extract_features(
+    clips,
+    out_dir,
+    frame_cnn,
+    num_frames,
+    frame_size,
+    dtype="float16",
+    batch_size=32,
+    workers=2,
+    verbose=1,
+    on_clip_written=None,
+):
+    """Extracts frame-CNN features of every clip's video into `out_dir`.
+
+    Each clip's video is sampled with `read_frames` (`num_frames` frames,
+    resized to `frame_size`), its real frames go through `frame_cnn` (padding
+    frames of short clips are not computed: their features are zeros and
+    their mask False) and the result is saved as `<out_dir>/<clip_id>.npy`
+    with the frame mask as `<out_dir>/<clip_id>.mask.npy` (see the module
+    docstring for the folder's layout and `manifest.json`).
+
+    Decoding runs ahead in `workers` threads (OpenCV releases the GIL),
+    feeding a bounded queue of decoded clips that the CNN consumes in order,
+    so decoding overlaps the CNN. Clips already complete in `out_dir` are
+    skipped, so an interrupted run resumes where it stopped. Clips whose video
+    is missing, empty, corrupt or gives no frame are skipped and listed in
+    `<out_dir>/extract_report.json` (`clip_id`, `path`, `reason`); they never
+    stop the run (and are retried by the next one).
+
+    Args:
+        clips: list of `keras_pvc.datasets.Clip` with `video_path` (and
+            optional `start`/`end` in seconds). Repeated clip ids are
+            extracted once.
+        out_dir: str or path-like. The folder; created if needed.
+        frame_cnn: `keras_pvc.layers.FrameCNN` (or a backbone name, or a
+            FrameCNN config dict), e.g.
+            `FrameCNN("efficientnet_lite0", backbone_weights="imagenet")`.
+        num_frames: int. Frames sampled per clip (the feature's `T`).
+        frame_size: tuple `(height, width)`. Frames are resized to it.
+        dtype: str. The stored dtype, `"float16"` (default: half the disk;
+            features that overflow it are reported as failures) or
+            `"float32"`.
+        batch_size: int. Frames per CNN call.
+        workers: int. Decoding threads.
+        verbose: int. 0 silent, 1 a progress bar and a summary line.
+        on_clip_written: callable or None. Called with each clip id once its
+            files are in place (progress hooks; tests use it to interrupt a
+            run).
+
+    Returns:
+        An `ExtractionReport`.
+
+    Raises:
+        ValueError: `out_dir` holds features made with other settings (a
+            different backbone, weights, `num_frames`, `frame_size` or dtype),
+            or `.npy` files without a manifest.
+
+    Example:
+
+    >>> from keras_pvc.layers import FrameCNN  # doctest: +SKIP
+    >>> clips = keras_pvc.datasets.msvd.load_msvd("/data/msvd")  # doctest: +SKIP
+    >>> report = extract_features(
+    ...     clips, "/data/msvd/features",
+    ...     FrameCNN("efficientnet_lite0", backbone_weights="imagenet"),
+    ...     num_frames=80, frame_size=(224, 224))  # doctest: +SKIP
+    >>> report.failed[:1]  # doctest: +SKIP
+    [{'clip_id': 'x_1_5', 'path': '.../x_1_5.avi', 'reason': 'file not found'}]
+    """
+    import keras
+
+    started = time.perf_counter()
+    out_dir = os.fspath(out_dir)
+    num_frames = int(num_frames)
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}.")
+    frame_size = (int(frame_size[0]), int(frame_size[1]))
+    dtype = np.dtype(dtype)
+    if dtype not in (np.dtype("float16"), np.dtype("float32")):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype}.")
+    batch_size = max(1, int(batch_size))
+    workers = max(1, int(workers))
+    frame_cnn = _as_frame_cnn(frame_cnn)
+    os.makedirs(out_dir, exist_ok=True)
+
+    # Refuse a folder of other settings before building the CNN (cheap); the
+    # weights and the output shape are checked once it is built.
+    settings = {
+        "frame_cnn": _frame_cnn_config(frame_cnn),
+        "num_frames": num_frames,
+        "frame_size": list(frame_size),
+        "dtype": dtype.name,
+    }
+    _check_manifest(out_dir, settings)
+
+    cnn_model = _extractor_model(frame_cnn, frame_size)
+    per_frame_shape = tuple(
+        frame_cnn.compute_output_shape((1, 1) + frame_size + (3,))[2:]
+    )
+    feature_shape = (num_frames,) + per_frame_shape
+
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "keras_pvc_version": _version(),
+        "keras_version": keras.__version__,
+        "backend": keras.backend.backend(),
+        "frame_cnn": settings["frame_cnn"],
+        "weights_sha1": _weights_sha1(frame_cnn),
+        "num_frames": num_frames,
+        "frame_size": list(frame_size),
+        "feature_shape": list(feature_shape),
+        "dtype": dtype.name,
+        "files": {
+            "features": "<clip_id>" + FEATURES_SUFFIX,
+            "frame_mask": "<clip_id>" + MASK_SUFFIX,
+        },
+    }
+    _check_manifest(out_dir, manifest)
+    _remove_stale_partials(out_dir)
+    manifest_path = os.path.join(out_dir, MANIFEST_NAME)
+    if not os.path.exists(manifest_path):
+        _write_json(manifest_path, dict(manifest, status="running"))
+
+    # === Which clips to do ===
+    seen = set()
+    todo, skipped, failed = [], [], []
+    for clip in clips:
+        if clip.clip_id in seen:
+            continue
+        seen.add(clip.clip_id)
+        if _bad_clip_id(clip.clip_id):
+            failed.append(
+                dict(
+                    clip_id=clip.clip_id,
+                    path=clip.video_path,
+                    reason="the clip id cannot be a file name",
+                )
+            )
+        elif is_complete(
+            features_path(out_dir, clip.clip_id), feature_shape, dtype
+        ) and os.path.isfile(mask_path(out_dir, clip.clip_id)):
+            skipped.append(clip.clip_id)
+        elif clip.video_path is None:
+            failed.append(
+                dict(clip_id=clip.clip_id, path=None, reason="the clip has no video_path")
+            )
+        else:
+            todo.append(clip)
+
+    # === Decode (threads) -> CNN (this thread) -> write ===
+    def decode(clip):
+        start = time.perf_counter()
+        try:
+            frames, frame_mask = read_frames(
+                clip.video_path, num_frames, size=frame_size, start=clip.start, end=clip.end
+            )
+            real = frames[frame_mask].astype("float32")
+            return clip, real, frame_mask, None, time.perf_counter() - start
+        except Exception as error:  # a bad video never stops the run
+            reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
+            return clip, None, None, reason, time.perf_counter() - start
+
+    progbar = None
+    if verbose and todo:
+        print(
+            f"Extracting {len(todo)} clips ({len(skipped)} already done) "
+            f"into {out_dir}"
+        )
+        progbar = keras.utils.Progbar(
+            len(todo), unit_name="clip", stateful_metrics=["clips/s"]
+        )
+    timings = collections.Counter()
+    real_frames = 0
+    done = []
+    loop_started = time.perf_counter()
+    max_pending = 2 * workers + 1  # the bounded queue of decoded clips
+    pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    try:
+        pending = collections.deque()
+        upcoming = iter(todo)
+        for step in range(1, len(todo) + 1):
+            while len(pending) < max_pending:
+                clip = next(upcoming, None)
+                if clip is None:
+                    break
+                pending.append(pool.submit(decode, clip))
+            wait_start = time.perf_counter()
+            clip, real, frame_mask, reason, decode_seconds = pending.popleft().result()
+            timings["decode_wait"] += time.perf_counter() - wait_start
+            if step == 1:  # nothing can overlap the first clip's decoding
+                timings["decode_wait_first"] = time.perf_counter() - wait_start
+            timings["decode"] += decode_seconds
+            if reason is None:
+                cnn_start = time.perf_counter()
+                outputs = [
+                    np.asarray(cnn_model.predict_on_batch(real[None, first : first + batch_size]))[0]
+                    for first in range(0, len(real), batch_size)
+                ]
+                features = np.zeros(feature_shape, dtype)
+                features[frame_mask] = np.concatenate(outputs).astype(dtype)
+                timings["cnn"] += time.perf_counter() - cnn_start
+                if not np.isfinite(features).all():
+                    reason = (
+                        f"features are not finite in {dtype.name} (overflow?); "
+                        "extract with dtype='float32'"
+                    )
+            if reason is not None:
+                failed.append(dict(clip_id=clip.clip_id, path=clip.video_path, reason=reason))
+            else:
+                write_start = time.perf_counter()
+                # The mask first: the features file marks the clip as done.
+                _save_npy(mask_path(out_dir, clip.clip_id), frame_mask)
+                _save_npy(features_path(out_dir, clip.clip_id), features)
+                timings["write"] += time.perf_counter() - write_start
+                done.append(clip.clip_id)
+                real_frames += int(frame_mask.sum())
+                if on_clip_written is not None:
+                    on_clip_written(clip.clip_id)
+            if progbar is not None:
+                elapsed = time.perf_counter() - loop_started
+                progbar.update(step, values=[("clips/s", step / elapsed)])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+    total = time.perf_counter() - started
+    loop = time.perf_counter() - loop_started
+    timings = {
+        key: float(timings[key])
+        for key in ("decode", "decode_wait", "decode_wait_first", "cnn", "write")
+    }
+    timings.update(
+        total=total,
+        setup=total - loop,
+        loop=loop,
+        decode_share=timings["decode"] / loop if loop else 0.0,
+        decode_wait_share=timings["decode_wait"] / loop if loop else 0.0,
+        cnn_share=timings["cnn"] / loop if loop else 0.0,
+        clips_per_second=len(done) / loop if loop else 0.0,
+        frames_per_second=real_frames / loop if loop else 0.0,
+        real_frames=real_frames,
+    )
+    report = ExtractionReport(
+        out_dir=out_dir,
+        done=done,
+        skipped=skipped,
+        failed=failed,
+        feature_shape=feature_shape,
+        dtype=dtype.name,
+        timings=timings,
+    )
+    complete = sum(
+        1
+        for clip_id in seen
+        if not _bad_clip_id(clip_id)
+        and os.path.isfile(features_path(out_dir, clip_id))
+    )
+    manifest.update(
+        status="complete" if not failed else "complete_with_failures",
+        counts=dict(
+            clips=len(seen),
+            extracted=len(done),
+            skipped_existing=len(skipped),
+            failed=len(failed),
+            with_features=complete,
+        ),
+        timings=timings,
+    )
+    _write_json(manifest_path, manifest)
+    _write_json(
+        os.path.join(out_dir, REPORT_NAME),
+        dict(
+            done=len(done),
+            skipped_existing=len(skipped),
+            failed=failed,
+        ),
+    )
+    if verbose:
+        print(report.summary())
+        if failed:
+            print(
+                f"{len(failed)} clips could not be read; see "
+                f"{os.path.join(out_dir, REPORT_NAME)}"
+            )
+    return report

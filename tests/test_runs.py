@@ -1,0 +1,115 @@
+"""Training runs end to end: the run folder, features path, CLI and resume."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_pvc.cli import build_parser
+from keras_pvc.datasets.msvd import load_msvd
+from keras_pvc.datasets.procedural import generate_procedural_dataset
+from keras_pvc.runs import train_run
+
+TINY = {
+    "hidden_dim": 16,
+    "embedding_dim": 8,
+    "graph": {"units": 16, "adjacency": "both", "pooling": "attention", "attention_dim": 8},
+    "batch_size": 8,
+    "checkpoint_every": 1,
+}
+
+
+@pytest.fixture(scope="module")
+def procedural_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("procedural"))
+    generate_procedural_dataset(root, num_clips=24, num_frames=8, seed=3)
+    return root
+
+
+def test_cli_help_is_fast_and_lists_commands():
+    # --help must not import TensorFlow (the CLI imports lazily).
+    code = (
+        "import sys, keras_pvc.cli as c\n"
+        "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().endswith("False"), out.stdout
+    for command in ("demo", "train", "extract", "evaluate", "caption", "report"):
+        assert command in out.stdout
+    args = build_parser().parse_args(["train", "--root", "r", "--out", "o", "--rl-epochs", "2"])
+    assert args.rl_epochs == 2 and args.preset == "procedural"
+
+
+@pytest.mark.slow
+def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
+    out = str(tmp_path / "run")
+    overrides = {**TINY, "num_frames": 4}
+    summary = train_run(
+        load_msvd(procedural_root), out, overrides=overrides, epochs=2, rl_epochs=1, verbose=0
+    )
+    for name in (
+        "metrics.json",
+        "predictions.json",
+        "samples.txt",
+        "history.csv",
+        "loss_imgs/loss.png",
+        "loss_imgs/reward.png",
+        "checkpoints/epoch_001.weights.h5",
+        "model/config.json",
+        "model/preprocessor.json",
+    ):
+        assert os.path.exists(os.path.join(out, name)), name
+    with open(os.path.join(out, "metrics.json")) as handle:
+        written = json.load(handle)
+    assert written["metrics"]["all"]["CIDEr"] == summary["metrics"]["all"]["CIDEr"]
+    assert set(written["phases"]) == {"XE", "XE+RL"}
+    # The history has the XE epochs and the RL epoch, with rewards only in RL.
+    import csv
+
+    with open(os.path.join(out, "history.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert rows[0]["reward"] == "" and float(rows[2]["reward"]) >= 0
+    assert float(rows[2]["val_loss"]) > 0
+    # The saved model is a preset folder that captions the same way.
+    import keras_pvc
+
+    model = keras_pvc.from_preset(os.path.join(out, "model"))
+    with open(os.path.join(out, "predictions.json")) as handle:
+        predictions = json.load(handle)
+    assert len(predictions) == len(
+        [clip for clip in load_msvd(procedural_root) if clip.split == "test"]
+    )
+    assert model.preprocessor.num_frames == 4
+
+
+@pytest.mark.slow
+def test_train_run_on_extracted_features(procedural_root, tmp_path):
+    from keras_pvc.extract import extract_features
+    from keras_pvc.layers import FrameCNN
+
+    clips = load_msvd(procedural_root)
+    features = str(tmp_path / "features")
+    extract_features(
+        clips,
+        features,
+        FrameCNN("efficientnet_lite0", backbone_weights="imagenet"),
+        num_frames=4,
+        frame_size=(64, 64),
+        verbose=0,
+    )
+    overrides = {**TINY, "num_frames": 4, "input_shape": (4, 1280)}
+    summary = train_run(
+        clips, str(tmp_path / "run"), preset="msvd", overrides=overrides,
+        epochs=1, features_dir=features, verbose=0,
+    )
+    assert np.isfinite(summary["metrics"]["all"]["BLEU-1"])
+    with pytest.raises(ValueError, match="per-frame shape"):
+        train_run(
+            clips, str(tmp_path / "bad"), preset="msvd",
+            overrides={**TINY, "num_frames": 4}, epochs=1, features_dir=features, verbose=0,
+        )
