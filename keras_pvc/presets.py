@@ -85,7 +85,7 @@ PRESETS = {
         "caption_length": 12,
         "num_frames": 8,
         "batch_size": 32,
-        "epochs": 25,
+        "epochs": 30,
         "learning_rate": 2e-3,
         "checkpoint_every": 5,
     },
