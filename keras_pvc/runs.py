@@ -137,6 +137,7 @@ def train_run(
     subsets=None,
     seed=0,
     resume=False,
+    callbacks=None,
     verbose=1,
 ):
     """Trains a preset on clips, captions the test split and scores it.
@@ -152,7 +153,8 @@ def train_run(
         features_dir: str or None. Cached features for feature presets.
         subsets: dict `{name: set of clip ids}`: extra score rows.
         seed: int.
-        resume: bool. Continue an interrupted run.
+        resume: bool. Continue an interrupted run (same arguments).
+        callbacks: list of `keras.callbacks.Callback` added to both phases.
         verbose: int.
 
     Returns:
@@ -160,6 +162,7 @@ def train_run(
     """
     import keras
 
+    from keras_pvc.datasets.pipeline import EpochCounter
     from keras_pvc.datasets.pipeline import caption_dataset
     from keras_pvc.datasets.pipeline import reference_ids
     from keras_pvc.models import VideoCaptionerPreprocessor
@@ -208,7 +211,10 @@ def train_run(
         + (f" + {rl_epochs} self-critical epochs" if rl_epochs else "")
     )
     # One random reference per clip per epoch: every video is read once an
-    # epoch, and over epochs the model sees all paraphrases.
+    # epoch, and over epochs the model sees all paraphrases. The order is a
+    # function of (seed, epoch), so `resume` repeats an interrupted epoch
+    # exactly.
+    epoch_counter = EpochCounter()
     if kind == "features":
         from keras_pvc.datasets.features import features_dataset
 
@@ -220,6 +226,7 @@ def train_run(
             captions="random",
             seed=seed,
             references=bool(rl_epochs),
+            epoch_counter=epoch_counter,
         )
     else:
         train_ds = caption_dataset(
@@ -230,6 +237,7 @@ def train_run(
             seed=seed,
             captions="random",
             references=bool(rl_epochs),
+            epoch_counter=epoch_counter,
         )
     val_ds = None
     if val.clips:
@@ -241,7 +249,9 @@ def train_run(
             train_ds,
             validation_data=val_ds,
             epochs=epochs,
-            callbacks=training_callbacks(out, config["checkpoint_every"], resume),
+            callbacks=[epoch_counter.callback]
+            + training_callbacks(out, config["checkpoint_every"], resume)
+            + list(callbacks or []),
             verbose=verbose,
         )
     results = {}
@@ -259,9 +269,9 @@ def train_run(
             validation_data=val_ds,
             initial_epoch=epochs,
             epochs=epochs + rl_epochs,
-            callbacks=training_callbacks(
-                out, config["checkpoint_every"], resume, phase="rl"
-            ),
+            callbacks=[epoch_counter.callback]
+            + training_callbacks(out, config["checkpoint_every"], resume, phase="rl")
+            + list(callbacks or []),
             verbose=verbose,
         )
         plot_history(

@@ -177,6 +177,7 @@ def test_full_pipeline_matches_coco_caption_on_raw_captions(corpus, our_scores):
     assert our_scores["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_JAVA, reason="the METEOR jar needs java")
 def test_meteor_jar_matches_pycocoevalcap(corpus):
     pytest.importorskip("pycocoevalcap")

@@ -24,8 +24,7 @@ import numpy as np
 
 from keras_pvc.datasets.pipeline import ClipArrays
 from keras_pvc.datasets.pipeline import caption_dataset
-from keras_pvc.datasets.pipeline import caption_pairs
-from keras_pvc.datasets.pipeline import reference_ids
+from keras_pvc.datasets.pipeline import caption_examples
 from keras_pvc.extract import mask_path_for
 from keras_pvc.extract import read_npy_header
 
@@ -160,6 +159,7 @@ def features_dataset(
     seed=0,
     references=False,
     in_memory="auto",
+    epoch_counter=None,
 ):
     """A `tf.data.Dataset` of model inputs from cached features, for `fit`.
 
@@ -192,6 +192,7 @@ def features_dataset(
             (then `caption_dataset` gathers batches from it) or read per
             batch; `"auto"` reads into memory when the stored features take
             at most `IN_MEMORY_MAX_BYTES` (2 GiB).
+        epoch_counter: `EpochCounter` or None; see `caption_dataset`.
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -228,39 +229,15 @@ def features_dataset(
             seed=seed,
             captions=captions,
             references=references,
+            epoch_counter=epoch_counter,
         )
 
-    frame_masks = tf.constant(masks)
-    need_references = references or captions == "random"
-    all_reference_ids = (
-        tf.constant(reference_ids(kept, preprocessor)) if need_references else None
+    dataset, all_references = caption_examples(
+        kept, preprocessor, captions, shuffle, seed, epoch_counter
     )
-    if captions == "random":
-        counts = tf.constant([len(clip.references) for clip in kept], "int32")
-        clip_index = np.arange(len(kept), dtype="int32")
-        # `Dataset.random` draws anew every epoch (a random op inside `map`
-        # would replay the same draws), as in `caption_dataset`.
-        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(
-            (tf.data.Dataset.from_tensor_slices(clip_index), draws)
-        ).map(
-            lambda index, draw: (
-                index,
-                all_reference_ids[index][
-                    tf.cast(draw % tf.cast(counts[index], tf.int64), tf.int32)
-                ],
-            )
-        )
-    else:
-        clip_index, caption_ids = caption_pairs(
-            kept, preprocessor, all_references=captions == "all"
-        )
-        dataset = tf.data.Dataset.from_tensor_slices((clip_index, caption_ids))
-    if shuffle:
-        dataset = dataset.shuffle(
-            len(clip_index), seed=seed, reshuffle_each_iteration=True
-        )
     dataset = dataset.batch(batch_size)
+    frame_masks = tf.constant(masks)
+    all_reference_ids = tf.constant(all_references) if references else None
 
     paths = np.asarray(paths)
 

@@ -135,6 +135,118 @@ def reference_ids(clips, preprocessor, max_references=None):
     return ids
 
 
+class EpochCounter:
+    """Makes a run's randomness a function of (seed, epoch), so a run that
+    resumes from a backup repeats an interrupted epoch exactly.
+
+    Datasets given the counter draw their order and references from
+    (seed, epoch). Its `callback` (pass it to `fit`) sets the epoch and
+    rewinds every `keras.random.SeedGenerator` of the model (dropout, the
+    self-critical sampler) to a position that depends on the epoch only:
+    their state is not part of the weights `BackupAndRestore` saves.
+    """
+
+    # Random draws a generator may make in one epoch before positions of
+    # consecutive epochs overlap (far more than any epoch makes).
+    DRAWS_PER_EPOCH = 1 << 24
+
+    def __init__(self):
+        import keras
+        import tensorflow as tf
+
+        self.variable = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        variable = self.variable
+        draws = self.DRAWS_PER_EPOCH
+
+        class _SetEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                variable.assign(epoch)
+                for state in self.model.variables:
+                    if state.name == "seed_generator_state":
+                        seed = keras.ops.convert_to_numpy(state)[0]
+                        state.assign(np.asarray([seed, epoch * draws], state.dtype))
+
+        self.callback = _SetEpoch()
+
+
+def caption_examples(
+    clips, preprocessor, captions="all", shuffle=True, seed=0, epoch_counter=None
+):
+    """A dataset of `(clip index, caption ids)` examples, in training order.
+
+    Args:
+        clips: list of `Clip`.
+        preprocessor: `VideoCaptionerPreprocessor` with a vocabulary.
+        captions: str. `"all"`, `"random"` or `"first"` (see
+            `caption_dataset`).
+        shuffle: bool. A new order every epoch.
+        seed: int.
+        epoch_counter: `EpochCounter` or None. With it, the order and the
+            random references are stateless functions of (seed, epoch);
+            without it, tf.data's seeded reshuffling (not resumable).
+
+    Returns:
+        `(dataset, references)`: an unbatched `tf.data.Dataset` of
+        `(int32, int32 (caption_length + 2,))` and the `(C, R, L)` reference
+        ids of every clip (for `reference_ids`).
+    """
+    import tensorflow as tf
+
+    if captions not in ("all", "random", "first"):
+        raise ValueError(
+            f"`captions` must be 'all', 'random' or 'first', got {captions!r}."
+        )
+    all_references = reference_ids(clips, preprocessor)
+    if captions == "random":
+        clip_index = np.arange(len(clips), dtype="int32")
+        counts = np.asarray([len(clip.references) for clip in clips], "int32")
+    else:
+        clip_index, caption_ids = caption_pairs(
+            clips, preprocessor, all_references=captions == "all"
+        )
+    if epoch_counter is None:
+        if captions == "random":
+            # `Dataset.random` draws anew every epoch; a random op inside
+            # `map` would replay the same draws each epoch.
+            draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+            table, counts_tensor = tf.constant(all_references), tf.constant(counts)
+            dataset = tf.data.Dataset.zip(
+                (tf.data.Dataset.from_tensor_slices(clip_index), draws)
+            ).map(
+                lambda index, draw: (
+                    index,
+                    table[index][tf.cast(draw % tf.cast(counts_tensor[index], tf.int64), tf.int32)],
+                )
+            )
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices((clip_index, caption_ids))
+        if shuffle:
+            dataset = dataset.shuffle(len(clip_index), seed=seed, reshuffle_each_iteration=True)
+        return dataset, all_references
+
+    table = tf.constant(all_references) if captions == "random" else None
+    pairs = None if captions == "random" else tf.constant(caption_ids)
+    variable = epoch_counter.variable
+
+    def one_epoch(_):
+        epoch_seed = tf.stack([tf.constant(seed, tf.int64), variable.read_value()])
+        index = tf.constant(clip_index)
+        if captions == "random":
+            uniform = tf.random.stateless_uniform([len(clip_index)], seed=epoch_seed)
+            choice = tf.cast(uniform * tf.constant(counts, tf.float32), tf.int32)
+            ids = tf.gather_nd(table, tf.stack([index, choice], axis=1))
+        else:
+            ids = pairs
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(tf.shape(index)[0]), seed=epoch_seed + 1
+            )
+            index, ids = tf.gather(index, order), tf.gather(ids, order)
+        return tf.data.Dataset.from_tensor_slices((index, ids))
+
+    return tf.data.Dataset.range(1).flat_map(one_epoch), all_references
+
+
 def caption_dataset(
     arrays,
     preprocessor,
@@ -144,6 +256,7 @@ def caption_dataset(
     seed=0,
     captions="all",
     references=False,
+    epoch_counter=None,
 ):
     """A `tf.data.Dataset` of model input dicts for `VideoCaptioner.fit`.
 
@@ -165,47 +278,19 @@ def caption_dataset(
             trains end to end); `"first"`: each clip's first reference.
         references: bool. Also add `reference_ids` `(B, R, L)`: every
             reference of each video in the batch (for rewards).
+        epoch_counter: `EpochCounter` or None. Makes the order a function
+            of (seed, epoch), so a resumed run repeats it exactly; pass its
+            `callback` to `fit` too.
     """
     import tensorflow as tf
 
-    if captions not in ("all", "random", "first"):
-        raise ValueError(
-            f"`captions` must be 'all', 'random' or 'first', got {captions!r}."
-        )
+    dataset, all_references = caption_examples(
+        arrays.clips, preprocessor, captions, shuffle, seed, epoch_counter
+    )
+    dataset = dataset.batch(batch_size)
     videos = tf.constant(arrays.videos)
     frame_masks = tf.constant(arrays.frame_masks)
-    need_references = references or captions == "random"
-    all_reference_ids = (
-        tf.constant(reference_ids(arrays.clips, preprocessor))
-        if need_references
-        else None
-    )
-    if captions == "random":
-        counts = tf.constant([len(clip.references) for clip in arrays.clips], "int32")
-        clip_index = np.arange(len(arrays.clips), dtype="int32")
-        # `Dataset.random` draws anew every epoch; a random op inside `map`
-        # would replay the same draws each epoch.
-        draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(
-            (tf.data.Dataset.from_tensor_slices(clip_index), draws)
-        ).map(
-            lambda index, draw: (
-                index,
-                all_reference_ids[index][
-                    tf.cast(draw % tf.cast(counts[index], tf.int64), tf.int32)
-                ],
-            )
-        )
-    else:
-        clip_index, caption_ids = caption_pairs(
-            arrays.clips, preprocessor, all_references=captions == "all"
-        )
-        dataset = tf.data.Dataset.from_tensor_slices((clip_index, caption_ids))
-    if shuffle:
-        dataset = dataset.shuffle(
-            len(clip_index), seed=seed, reshuffle_each_iteration=True
-        )
-    dataset = dataset.batch(batch_size)
+    all_reference_ids = tf.constant(all_references) if references else None
 
     def to_inputs(index, ids):
         video = tf.gather(videos, index)
