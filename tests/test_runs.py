@@ -113,3 +113,39 @@ def test_train_run_on_extracted_features(procedural_root, tmp_path):
             clips, str(tmp_path / "bad"), preset="msvd",
             overrides={**TINY, "num_frames": 4}, epochs=1, features_dir=features, verbose=0,
         )
+
+
+def test_caption_command_reports_bad_files_and_captions_the_rest(
+    procedural_root, tmp_path, capsys
+):
+    import keras_pvc
+    from keras_pvc.cli import main
+    from keras_pvc.models import VideoCaptionerPreprocessor
+
+    clips = load_msvd(procedural_root)
+    vocabulary = VideoCaptionerPreprocessor.build_vocabulary(clips[0].references)
+    overrides = {key: value for key, value in TINY.items() if key != "checkpoint_every"}
+    model = keras_pvc.from_preset(
+        "procedural", vocabulary=vocabulary, num_frames=4, **overrides
+    )
+    run = tmp_path / "run"
+    model.save_to_preset(str(run / "model"))
+    garbage = tmp_path / "garbage.avi"
+    garbage.write_bytes(b"not a video")
+    videos = [clips[0].video_path, str(tmp_path / "missing.avi"), str(garbage), clips[1].video_path]
+
+    code = main(["caption", *videos, "--model", str(run), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert sorted(out["captions"]) == sorted([clips[0].video_path, clips[1].video_path])
+    assert set(out["errors"]) == {str(tmp_path / "missing.avi"), str(garbage)}
+    assert "missing.avi" in out["errors"][str(tmp_path / "missing.avi")]
+    # The CLI captions a file as the model does on the same frames.
+    from keras_pvc.video import read_frames
+
+    frames, mask = read_frames(clips[0].video_path, 4, size=(64, 64))
+    expected = model.generate({"frames": frames[None].astype("float32"), "frame_mask": mask[None]})
+    assert out["captions"][clips[0].video_path] == expected[0]
+
+    code = main(["caption", str(garbage), "--model", str(run / "model"), "--beam", "3"])
+    assert code == 1
