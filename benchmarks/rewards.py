@@ -150,6 +150,7 @@ def main():
         print(f"{name:<34} {1000 * seconds:>10.2f} {ratio:>17}")
     print(f"document frequencies from {TRAIN_CLIPS}x{REFERENCES_PER_VIDEO} refs: "
           f"{frequency_seconds:.2f} s (once); max |in-graph - coco| = {max_difference}")
+    print("load average (1/5/15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
 
     os.makedirs(os.path.dirname(OUTPUT), exist_ok=True)
     record = {
@@ -166,6 +167,7 @@ def main():
         "max_abs_difference_vs_pycocoevalcap": max_difference,
         "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "machine": platform.platform(), "cpu_count": os.cpu_count(),
+        "load_average_1_5_15_min": list(os.getloadavg()),
         "tensorflow": tf.__version__,
     }
     with open(OUTPUT, "w") as file:

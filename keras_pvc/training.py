@@ -142,7 +142,7 @@ def plot_history(history_csv, path, keys=("loss", "val_loss"), title="Loss"):
 
 
 def training_callbacks(run_dir, checkpoint_every=10, resume=False, phase="xe"):
-    """Checkpoints, crash-safe backup, CSV log and loss plot for a run folder.
+    """Checkpoints, crash-safe backup, history, loss plot and a NaN guard.
 
     Args:
         run_dir: str. The run folder.
@@ -161,7 +161,10 @@ def training_callbacks(run_dir, checkpoint_every=10, resume=False, phase="xe"):
             shutil.rmtree(backup)
         if phase == "xe" and os.path.exists(history_csv):
             os.remove(history_csv)
+    from keras_pvc.callbacks import NonFiniteGuard
+
     return [
+        NonFiniteGuard(),
         keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
         HistoryLogger(history_csv),
         LossPlot(history_csv, os.path.join(run_dir, "loss_imgs", "loss.png")),

@@ -234,3 +234,50 @@ def test_reward_in_custom_train_step():
     dataset = tf.data.Dataset.from_tensors((np.ones((4, 2), "float32"), (sampled, references)))
     history = model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     assert np.isfinite(history.history["reward"][0])
+
+
+def test_default_and_fixed_shape_paths_agree_in_tf_function(setup):
+    """The default (unique + hash table) and XLA-compatible paths give equal rewards."""
+    train, references, candidates, samples = setup
+    default = rewards.CiderDReward.from_references(train, VOCABULARY_SIZE)
+    fixed = rewards.CiderDReward.from_references(train, VOCABULARY_SIZE, xla_compatible=True)
+    expected = _host_cider_d(train, references, candidates, samples)
+    rng = np.random.default_rng(1)
+    # Uneven, shuffled video index; candidates longer than the references; int64 ids.
+    video_index = rng.integers(0, len(references), size=23)
+    picked = candidates[rng.integers(0, len(candidates), size=23)]
+    longer = np.concatenate([picked, np.zeros((23, 3), np.int32)], axis=1).astype(np.int64)
+    for fn in (default, fixed):
+        graph = tf.function(fn.__call__)
+        np.testing.assert_allclose(
+            graph(tf.constant(candidates), tf.constant(references)).numpy(), expected, atol=1e-5
+        )
+    got = [
+        tf.function(fn.__call__)(tf.constant(longer), tf.constant(references), tf.constant(video_index)).numpy()
+        for fn in (default, fixed)
+    ]
+    np.testing.assert_allclose(got[0], got[1], atol=1e-5)
+    text = lambda ids: rewards.ids_to_text(rewards.clean_token_ids(ids))  # noqa: E731
+    frequency, num_documents = metrics.document_frequency([[text(r) for r in c] for c in train])
+    host = metrics.CiderD(frequency, num_documents).score(
+        [[text(r) for r in references[v] if np.any(r != 0)] for v in video_index],
+        [text(row) for row in longer],
+    )[1]
+    np.testing.assert_allclose(got[0], host, atol=1e-5)
+    compiled = tf.function(fixed.__call__, jit_compile=True)
+    np.testing.assert_allclose(compiled(longer, references, video_index).numpy(), host, atol=1e-5)
+
+
+def test_document_frequency_lookups_are_exact():
+    """The hash table and the bucketed (XLA) table give every code its exact df."""
+    rng = np.random.default_rng(2)
+    codes = np.unique(rng.integers(1, 40**4, size=5000))
+    counts = rng.integers(1, 50, size=codes.size)
+    queries = np.concatenate([codes, rng.integers(1, 40**4, size=2000), [0, 40**4 - 1]])
+    table = dict(zip(codes.tolist(), np.log(counts).tolist()))
+    expected = np.array([table.get(code, 0.0) for code in queries.tolist()])
+    for xla in (False, True):
+        reward_fn = rewards.CiderDReward(codes, counts, 60, 40, dtype="float64", xla_compatible=xla)
+        lookup = tf.function(reward_fn._log_frequency_of, jit_compile=xla)
+        np.testing.assert_array_equal(lookup(tf.constant(queries)).numpy(), expected)
+        assert reward_fn._bucket_window <= 16

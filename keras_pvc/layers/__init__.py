@@ -1,6 +1,7 @@
 """The four swappable components of a video captioner."""
 
 from keras_pvc.layers.caption_decoder import CaptionDecoder
+from keras_pvc.layers.fast_lstm import FastLSTM
 from keras_pvc.layers.frame_cnn import FrameCNN
 from keras_pvc.layers.spatial_graph_conv import SpatialGraphConv
 from keras_pvc.layers.spatial_graph_conv import grid_adjacency
@@ -8,6 +9,7 @@ from keras_pvc.layers.temporal_lstm_encoder import TemporalLSTMEncoder
 
 __all__ = [
     "CaptionDecoder",
+    "FastLSTM",
     "FrameCNN",
     "SpatialGraphConv",
     "TemporalLSTMEncoder",

@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+from keras_pvc.layers.fast_lstm import FastLSTM
+
 
 @keras.saving.register_keras_serializable(package="keras_pvc")
 class CaptionDecoder(keras.layers.Layer):
@@ -10,7 +12,8 @@ class CaptionDecoder(keras.layers.Layer):
     the encoder's frame states (masked by `frame_mask`) and
     `tanh(W [h; context])` predicts the next word. Because attention follows
     the recurrence, teacher forcing runs the LSTM over the whole caption at
-    once; `step()` does one word from a cached state, the `next()` a
+    once (a `FastLSTM`: all words' input projections in one matmul); `step()`
+    does one word from a cached state with its `cell`, the `next()` a
     `keras_hub.samplers` sampler needs.
 
     The decoder starts from the encoder's final state (projected when sizes
@@ -68,7 +71,7 @@ class CaptionDecoder(keras.layers.Layer):
             name="token_embedding",
             dtype=self.dtype_policy,
         )
-        self.lstm = keras.layers.LSTM(
+        self.lstm = FastLSTM(
             hidden_dim,
             return_sequences=True,
             return_state=True,

@@ -90,6 +90,29 @@ def policy_gradient_loss(log_probs, token_ids, advantages):
     return -ops.sum(advantages * chosen * mask) / ops.maximum(ops.sum(mask), 1.0)
 
 
+def sample_baselines(rewards, num_samples, baseline="greedy", greedy_rewards=None):
+    """The baseline of every sample (no gradient flows through it).
+
+    Args:
+        rewards: float `(B * K,)` rewards of the samples, video-major.
+        num_samples: int. K.
+        baseline: str. `"greedy"`: the reward of the video's greedy caption
+            (`greedy_rewards`, `(B,)`); `"mean"`: the mean reward of the
+            video's other K-1 samples.
+        greedy_rewards: float `(B,)`, for `"greedy"`.
+
+    Returns:
+        float `(B * K,)`.
+    """
+    if baseline == "greedy":
+        return ops.repeat(greedy_rewards, num_samples)
+    if baseline != "mean":
+        raise ValueError(f"`baseline` must be one of {BASELINES}, got {baseline!r}.")
+    per_video = ops.reshape(rewards, (-1, num_samples))
+    others = ops.sum(per_video, axis=1, keepdims=True) - per_video
+    return ops.reshape(others / (num_samples - 1), (-1,))
+
+
 def entropy(log_probs, token_ids):
     """Mean entropy of the decoder's distributions over real sample words."""
     mask = mask_after_eos(token_ids)
@@ -154,8 +177,13 @@ def document_frequency_of(train_reference_ids, vocabulary_size):
     }
 
 
-def build_reward_function(config, vocabulary):
-    """The reward callable `(candidates, references, video_index) -> (N,)`."""
+def build_reward_function(config, vocabulary, xla_compatible=False):
+    """The reward callable `(candidates, references, video_index) -> (N,)`.
+
+    `xla_compatible=True` (for `compile(jit_compile=True)`) makes CIDEr-D
+    look its document frequencies up with ops that XLA compiles; host
+    rewards (BLEU/ROUGE mixes) run in Python and cannot be compiled.
+    """
     from keras_pvc.rewards import CiderDReward
     from keras_pvc.rewards import HostCaptionReward
 
@@ -167,9 +195,16 @@ def build_reward_function(config, vocabulary):
             frequency["counts"],
             frequency["num_documents"],
             len(vocabulary),
+            xla_compatible=xla_compatible,
         )
         scale = float(weights["cider_d"])
         return reward if scale == 1.0 else (lambda *a, **k: scale * reward(*a, **k))
+    if xla_compatible:
+        raise ValueError(
+            f"The reward {config.reward!r} is computed on the host (Python) "
+            "and cannot run under XLA: compile the model with "
+            "`jit_compile=False`, or use reward='cider_d'."
+        )
     return HostCaptionReward(weights, vocabulary, frequency)
 
 
@@ -178,14 +213,42 @@ class SelfCriticalTrainer:
 
     Holds the trackers (`keras.metrics.Mean`, exposed through the model's
     `metrics`) and the reward; `VideoCaptioner.train_step` delegates here.
+    The reward is built from the config when a step is traced, in its XLA
+    form when the model is compiled with `jit_compile=True`; assigning
+    `reward_function` (any `(candidates, references, video_index) -> (N,)`
+    callable) replaces it.
     """
 
     def __init__(self, model, config):
         self.model = model
         self.config = config
-        self.reward_function = build_reward_function(
-            config, model.preprocessor.vocabulary
-        )
+        self._reward_function = None
+        self._built_rewards = {}
+        # Fail now, not at the first step, on a bad reward config.
+        self.reward_function  # noqa: B018
+
+    @property
+    def reward_function(self):
+        if self._reward_function is not None:
+            return self._reward_function
+        try:
+            xla = bool(self.model.jit_compile)
+        except AttributeError:  # Not compiled yet.
+            xla = False
+        if xla not in self._built_rewards:
+            # Built on first use, maybe while a step is traced: its constant
+            # tables must live outside that graph to be reused by retraces.
+            with tf.init_scope():
+                self._built_rewards[xla] = build_reward_function(
+                    self.config, self.model.preprocessor.vocabulary, xla_compatible=xla
+                )
+        return self._built_rewards[xla]
+
+    @reward_function.setter
+    def reward_function(self, reward_function):
+        self._reward_function = reward_function
+        # A traced step would keep the old reward.
+        self.model.train_function = None
 
     def train_step(self, data):
         model, config = self.model, self.config
@@ -216,19 +279,17 @@ class SelfCriticalTrainer:
                 )
                 batch_size = ops.shape(sequence)[0]
                 video_index = ops.repeat(ops.arange(batch_size), num_samples)
-                rewards = self.reward_function(samples, references, video_index)
+                reward_function = self.reward_function
+                rewards = reward_function(samples, references, video_index)
                 rewards = ops.cast(rewards, "float32")
                 greedy = decode(decoder, cache, max_length)
                 greedy_rewards = ops.cast(
-                    self.reward_function(greedy, references, ops.arange(batch_size)),
+                    reward_function(greedy, references, ops.arange(batch_size)),
                     "float32",
                 )
-                per_video = ops.reshape(rewards, (-1, num_samples))
-                if config.baseline == "greedy":
-                    baseline = ops.repeat(greedy_rewards, num_samples)
-                else:
-                    others = ops.sum(per_video, axis=1, keepdims=True) - per_video
-                    baseline = ops.reshape(others / (num_samples - 1), (-1,))
+                baseline = sample_baselines(
+                    rewards, num_samples, config.baseline, greedy_rewards
+                )
                 advantages = rewards - baseline
             # Log-probabilities of the samples, teacher-forced, with gradient.
             sampled_inputs = ops.concatenate(
@@ -262,10 +323,22 @@ class SelfCriticalTrainer:
 
         variables = model.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
+        # Embedding gradients arrive as IndexedSlices whose row count differs
+        # between replicas (samples end at different lengths); a dense
+        # all-reduce needs equal shapes.
+        gradients = [
+            tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+            for g in gradients
+        ]
         model.optimizer.apply(gradients, variables)
 
         trackers = model.self_critical_trackers
         trackers["loss"].update_state(loss)
+        # Keras' own `loss` tracker is in `model.metrics` too, and Keras may
+        # report the epoch's metrics rather than the step's logs: same value.
+        for metric in model.metrics:
+            if metric.name == "loss" and metric is not trackers["loss"]:
+                metric.update_state(loss)
         trackers["reward"].update_state(rewards)
         trackers["baseline"].update_state(baseline)
         trackers["advantage"].update_state(advantages)

@@ -165,10 +165,22 @@ class VideoCaptioner(keras_hub.models.Task):
         tracked = list(trackers.values())
         metrics = [metric for metric in metrics if all(metric is not t for t in tracked)]
         if self.self_critical is not None:
+            # Metrics only an XE step builds (accuracy) have no result yet
+            # when self-critical training starts from a fresh or loaded model.
+            metrics = [metric for metric in metrics if getattr(metric, "built", True)]
             # First, so that in `test_step` results the cross-entropy `loss`
             # (listed later) wins over the self-critical one of the same name.
             return tracked + metrics
         return metrics
+
+    def call(self, inputs, training=None, mask=None):
+        # `reference_ids` ride along in batches for rewards; the network
+        # does not take them.
+        if isinstance(inputs, dict) and "reference_ids" in inputs:
+            inputs = {k: v for k, v in inputs.items() if k != "reference_ids"}
+            if isinstance(mask, dict):
+                mask = {k: v for k, v in mask.items() if k != "reference_ids"}
+        return super().call(inputs, training=training, mask=mask)
 
     @staticmethod
     def _model_inputs(data):

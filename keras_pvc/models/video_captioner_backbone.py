@@ -42,8 +42,9 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
             `(H, W, 3)` frames.
         **kwargs: Standard model arguments.
 
-    Inputs (a dict): `features` or `frames`, `frame_mask` `(B, T)` bool,
-    `token_ids` `(B, L)` int, `padding_mask` `(B, L)` bool.
+    Inputs (a dict): `features` or `frames`, `frame_mask` `(B, T)` (1 for
+    real frames), `token_ids` `(B, L)` int, `padding_mask` `(B, L)` (1 for
+    real tokens); masks are int32 (bool arrays are accepted and cast).
     Output: next-word logits `(B, L, vocabulary_size)`.
 
     Example:
@@ -87,14 +88,16 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
         video_input = keras.Input(
             shape=(None,) + input_shape, name=input_kind
         )
+        # Masks are int32 inputs, as in keras-hub (bool tensors do not survive
+        # every tf.distribute path), and cast to bool where they are used.
         frame_mask_input = keras.Input(
-            shape=(None,), dtype="bool", name="frame_mask"
+            shape=(None,), dtype="int32", name="frame_mask"
         )
         token_ids_input = keras.Input(
             shape=(None,), dtype="int32", name="token_ids"
         )
         padding_mask_input = keras.Input(
-            shape=(None,), dtype="bool", name="padding_mask"
+            shape=(None,), dtype="int32", name="padding_mask"
         )
         sequence, hidden, cell = self._encode(
             video_input, frame_mask_input, input_kind

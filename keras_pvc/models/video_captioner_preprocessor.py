@@ -260,9 +260,10 @@ class VideoCaptionerPreprocessor(keras_hub.models.Preprocessor):
             )
         video = x["features"] if "features" in x else x["frames"]
         if "frame_mask" not in x:
-            x["frame_mask"] = tf.ones(tf.shape(video)[:2], "bool")
+            x["frame_mask"] = tf.ones(tf.shape(video)[:2], "int32")
+        x["frame_mask"] = tf.cast(x["frame_mask"], "int32")
         x["token_ids"] = ids[:, :-1]
-        x["padding_mask"] = ids[:, :-1] != PAD_ID
+        x["padding_mask"] = tf.cast(ids[:, :-1] != PAD_ID, "int32")
         labels = ids[:, 1:]
         weights = tf.cast(labels != PAD_ID, "float32")
         return keras.utils.pack_x_y_sample_weight(x, labels, weights)

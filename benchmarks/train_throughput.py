@@ -1,0 +1,300 @@
+"""Training throughput (videos/s) and peak memory: keras_pvc vs PyTorch S2VT.
+
+The seed shape: batch 20, 80 frames, captions of 20 (21 input tokens),
+hidden 1000, vocabulary 3000, random data, all frames real. Every
+configuration runs in its own subprocess, so its peak RSS
+(`resource.getrusage(...).ru_maxrss`) is its own: warm-up steps first (the
+first traces the graph), then timed steps; the median step gives videos/s.
+
+Configurations (`--configs`, default all):
+- `s2vt`, `msvd`: the presets as they are (FastLSTM encoder and decoder).
+- `s2vt_keras_lstm`, `msvd_keras_lstm`: the same with `keras.layers.LSTM`
+  put back (this script swaps the class in before building; same weights
+  layout, same numbers, only the loop differs).
+- `torch_s2vt`: `benchmarks/torch_s2vt.TorchS2VT`, the same network as `s2vt`.
+- `torch_s2vt_original`: Venugopalan et al.'s stacked 80+21-step layout,
+  which also runs both LSTMs over inputs known to be zero (the frame LSTM
+  over the word steps, the word LSTM's word half over the frame steps). The
+  encoder-decoder layout (ours, `torch_s2vt`) never computes that work.
+
+Prints a table and writes `benchmarks/results/train_throughput.json`. Never
+asserts times. Needs `torch` for the torch rows (`pip install torch`, the
+`bench` extra); they are skipped without it.
+
+    python benchmarks/train_throughput.py
+    python benchmarks/train_throughput.py --configs s2vt torch_s2vt --msvd-frames 20
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+# --- knobs ---
+BATCH_SIZE = 20
+NUM_FRAMES = 80
+CAPTION_LENGTH = 20  # + <bos>/<eos>: 21 input tokens and 21 labels
+HIDDEN_DIM = 1000
+VOCABULARY_SIZE = 3000
+WARMUP_STEPS = 2
+TIMED_STEPS = 5
+SEED = 0
+CONFIGS = (
+    "s2vt",
+    "s2vt_keras_lstm",
+    "torch_s2vt",
+    "torch_s2vt_original",
+    "msvd",
+    "msvd_keras_lstm",
+)
+RESULTS_PATH = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "results", "train_throughput.json"
+)
+
+
+def random_batch(rng, feature_shape, num_frames):
+    tokens = CAPTION_LENGTH + 1
+    features = rng.normal(size=(BATCH_SIZE, num_frames) + feature_shape).astype("float32")
+    token_ids = rng.integers(4, VOCABULARY_SIZE, (BATCH_SIZE, tokens)).astype("int32")
+    token_ids[:, 0] = 2  # <bos>
+    labels = rng.integers(4, VOCABULARY_SIZE, (BATCH_SIZE, tokens)).astype("int32")
+    padding_mask = rng.random((BATCH_SIZE, tokens)) < 0.8
+    padding_mask[:, 0] = True
+    return features, token_ids, labels, padding_mask
+
+
+def use_keras_lstm():
+    """Puts `keras.layers.LSTM` back where the layers now build `FastLSTM`."""
+    import keras
+
+    from keras_pvc.layers import caption_decoder
+    from keras_pvc.layers import temporal_lstm_encoder
+
+    def keras_lstm(units, loop=None, **kwargs):
+        return keras.layers.LSTM(units, **kwargs)
+
+    caption_decoder.FastLSTM = keras_lstm
+    temporal_lstm_encoder.FastLSTM = keras_lstm
+
+
+def time_steps(step):
+    for _ in range(WARMUP_STEPS):
+        step()
+    seconds = []
+    for _ in range(TIMED_STEPS):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def run_keras(config, msvd_frames):
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import numpy as np
+
+    import keras_pvc
+
+    preset = config.split("_")[0]
+    if config.endswith("_keras_lstm"):
+        use_keras_lstm()
+    num_frames = msvd_frames if preset == "msvd" else NUM_FRAMES
+    feature_shape = (4096,) if preset == "s2vt" else (49, 1280)
+    model = keras_pvc.from_preset(
+        preset,
+        vocabulary_size=VOCABULARY_SIZE,
+        hidden_dim=HIDDEN_DIM,
+        caption_length=CAPTION_LENGTH,
+        num_frames=num_frames,
+    )
+    lstm_class = type(model.backbone.caption_decoder.lstm).__name__
+    rng = np.random.default_rng(SEED)
+    features, token_ids, labels, padding_mask = random_batch(rng, feature_shape, num_frames)
+    inputs = {
+        "features": features,
+        "frame_mask": np.ones((BATCH_SIZE, num_frames), bool),
+        "token_ids": token_ids,
+        "padding_mask": padding_mask,
+    }
+
+    def step():
+        model.train_on_batch(inputs, labels, sample_weight=padding_mask.astype("float32"))
+
+    seconds = time_steps(step)
+    return {"lstm": lstm_class, "num_frames": num_frames, "parameters": model.count_params()}, seconds
+
+
+def run_torch(config, threads=None):
+    import numpy as np
+    import torch
+
+    from torch_s2vt import TorchS2VT
+    from torch_s2vt import TorchS2VTOriginal
+    from torch_s2vt import train_step_function
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(SEED)
+    model_class = TorchS2VTOriginal if config.endswith("original") else TorchS2VT
+    model = model_class(hidden_dim=HIDDEN_DIM, vocabulary_size=VOCABULARY_SIZE)
+    model.train()
+    train_step = train_step_function(model)
+    rng = np.random.default_rng(SEED)
+    features, token_ids, labels, padding_mask = (
+        torch.from_numpy(x) for x in random_batch(rng, (4096,), NUM_FRAMES)
+    )
+    token_ids, labels = token_ids.long(), labels.long()
+
+    def step():
+        train_step(features, token_ids, labels, padding_mask)
+
+    seconds = time_steps(step)
+    details = {
+        "lstm": "torch.nn.LSTM",
+        "num_frames": NUM_FRAMES,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+    }
+    return details, seconds
+
+
+def child(config, msvd_frames, torch_threads=None):
+    import resource
+
+    import numpy as np
+
+    if config.startswith("torch"):
+        details, seconds = run_torch(config, torch_threads)
+    else:
+        details, seconds = run_keras(config, msvd_frames)
+    median = float(np.median(seconds))
+    result = {
+        "config": config,
+        **details,
+        "batch_size": BATCH_SIZE,
+        "step_seconds": seconds,
+        "median_step_seconds": median,
+        "videos_per_second": BATCH_SIZE / median,
+        # Linux reports kilobytes.
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    parser.add_argument(
+        "--msvd-frames", type=int, default=NUM_FRAMES,
+        help="frames for the msvd rows (smaller runs faster; 80 is the seed)",
+    )
+    parser.add_argument(
+        "--torch-threads", type=int, default=0,
+        help="torch.set_num_threads for the torch rows (default 0: torch's own)",
+    )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.child, args.msvd_frames, args.torch_threads)
+
+    has_torch = torch_available()
+    rows = []
+    load_before = os.getloadavg()
+    for config in args.configs:
+        if config.startswith("torch") and not has_torch:
+            print(f"skipping {config}: torch is not installed (pip install torch)")
+            continue
+        print(f"running {config} ...", flush=True)
+        process = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", config,
+             "--msvd-frames", str(args.msvd_frames),
+             "--torch-threads", str(args.torch_threads)],
+            capture_output=True, text=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+        )
+        lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+        if process.returncode or not lines:
+            print(process.stdout[-2000:], process.stderr[-4000:])
+            rows.append({"config": config, "error": process.stderr[-1000:]})
+            continue
+        rows.append(json.loads(lines[-1][len("RESULT "):]))
+    load_after = os.getloadavg()
+
+    by_name = {row["config"]: row for row in rows if "error" not in row}
+    ratios = {}
+    for ours, theirs in [
+        ("s2vt", "torch_s2vt"), ("s2vt_keras_lstm", "torch_s2vt"),
+        ("s2vt", "torch_s2vt_original"), ("s2vt", "s2vt_keras_lstm"),
+        ("msvd", "msvd_keras_lstm"),
+    ]:
+        if ours in by_name and theirs in by_name:
+            ratios[f"{ours} / {theirs}"] = (
+                by_name[ours]["videos_per_second"] / by_name[theirs]["videos_per_second"]
+            )
+
+    print(
+        f"\ntrain throughput: batch {BATCH_SIZE}, {NUM_FRAMES} frames (msvd: "
+        f"{args.msvd_frames}), captions {CAPTION_LENGTH}+1, hidden {HIDDEN_DIM}, vocab "
+        f"{VOCABULARY_SIZE}; {WARMUP_STEPS} warm-up + {TIMED_STEPS} timed steps; "
+        f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} before / {load_after[0]:.2f} after"
+    )
+    print(f"{'config':<22}{'lstm':<22}{'frames':>7}{'step s':>9}{'videos/s':>10}{'peak RSS MiB':>14}")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['config']:<22}failed")
+            continue
+        print(
+            f"{row['config']:<22}{row['lstm']:<22}{row['num_frames']:>7}"
+            f"{row['median_step_seconds']:>9.2f}{row['videos_per_second']:>10.2f}"
+            f"{row['peak_rss_mib']:>14.0f}"
+        )
+    for name, ratio in ratios.items():
+        print(f"ratio {name}: {ratio:.2f}x")
+
+    os.makedirs(os.path.dirname(RESULTS_PATH), exist_ok=True)
+    with open(RESULTS_PATH, "w") as file:
+        json.dump(
+            {
+                "benchmark": "train_throughput",
+                "machine": {
+                    "platform": platform.platform(),
+                    "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(),
+                    "load_average_before": load_before,
+                    "load_average_after": load_after,
+                },
+                "shape": {
+                    "batch_size": BATCH_SIZE, "num_frames": NUM_FRAMES,
+                    "msvd_frames": args.msvd_frames, "caption_tokens": CAPTION_LENGTH + 1,
+                    "hidden_dim": HIDDEN_DIM, "vocabulary_size": VOCABULARY_SIZE,
+                },
+                "warmup_steps": WARMUP_STEPS,
+                "timed_steps": TIMED_STEPS,
+                "rows": rows,
+                "ratios": ratios,
+                "note": (
+                    "Encoder-decoder layout: the encoder LSTM never reads zero words and "
+                    "the decoder never reads zero frames, unlike the original S2VT "
+                    "(torch_s2vt_original), so that work is skipped by construction."
+                ),
+            },
+            file,
+            indent=2,
+        )
+    print(f"wrote {RESULTS_PATH}")
+
+
+if __name__ == "__main__":
+    main()
