@@ -149,7 +149,8 @@ def train_run(
         overrides: dict. Preset knobs to change (e.g. `{"graph": None}`).
         epochs: int or None. Cross-entropy epochs (default: the preset's).
         rl_epochs: int. Self-critical epochs after cross-entropy.
-        rl_options: dict. Arguments of `VideoCaptioner.enable_self_critical`.
+        rl_options: dict. Arguments of `VideoCaptioner.enable_self_critical`,
+            and `learning_rate` (default: the preset's x 0.2).
         features_dir: str or None. Cached features for feature presets.
         subsets: dict `{name: set of clip ids}`: extra score rows.
         seed: int.
@@ -259,10 +260,16 @@ def train_run(
         xe_predictions = caption_split(model, test)
         results["XE"] = score_captions(test.clips, xe_predictions)["all"]
         say(f"Self-critical training for {rl_epochs} epochs")
+        rl_options = dict(rl_options or {})
+        # Policy-gradient steps are noisier than cross-entropy ones: a
+        # smaller step size by default (SCST papers drop it 10x or more).
+        model.optimizer.learning_rate = rl_options.pop(
+            "learning_rate", config["learning_rate"] * 0.2
+        )
         model.enable_self_critical(
             train_references=reference_ids(train_clips, model.preprocessor),
             seed=seed,
-            **(rl_options or {}),
+            **rl_options,
         )
         model.fit(
             train_ds,
