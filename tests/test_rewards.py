@@ -281,3 +281,14 @@ def test_document_frequency_lookups_are_exact():
         lookup = tf.function(reward_fn._log_frequency_of, jit_compile=xla)
         np.testing.assert_array_equal(lookup(tf.constant(queries)).numpy(), expected)
         assert reward_fn._bucket_window <= 16
+
+
+def test_large_batch_join_equals_small_batch_join(setup, monkeypatch):
+    """Past `_max_key_map_size` the default path joins through tf.unique: same rewards."""
+    train, references, candidates, samples = setup
+    reward_fn = rewards.CiderDReward.from_references(train, VOCABULARY_SIZE)
+    expected = tf.function(reward_fn.__call__)(candidates, references).numpy()
+    monkeypatch.setattr(rewards.CiderDReward, "_max_key_map_size", 0)
+    unique_join = tf.function(reward_fn.__call__)(candidates, references).numpy()
+    np.testing.assert_allclose(unique_join, expected, atol=1e-6)
+    np.testing.assert_allclose(unique_join, _host_cider_d(train, references, candidates, samples), atol=1e-5)

@@ -120,6 +120,10 @@ class CiderDReward:
     TensorShape([2])
     """
 
+    # The default path joins references to candidates through a dense
+    # (video, candidate n-gram) map up to this size, else through a tf.unique.
+    _max_key_map_size = 1 << 22
+
     def __init__(
         self,
         document_frequency_codes,
@@ -365,19 +369,25 @@ class CiderDReward:
         candidate_key = tf.gather(video, candidate_segment // max_order) * num_candidate_codes + candidate_id
         keys, candidate_table_row = tf.unique(candidate_key, out_idx=tf.int64)
         num_table_rows = tf.size(keys, out_type=tf.int64)
-        key_map = tf.scatter_nd(
-            keys[:, None], tf.range(1, num_table_rows + 1), [batch_size * num_candidate_codes]
-        )
         reference_row = reference_segment // max_order - num_candidates
         reference_video, reference_slot = reference_row // max_refs, reference_row % max_refs
         held = reference_id < num_candidate_codes
-        reference_table_row = tf.where(
-            held,
-            tf.gather(
-                key_map, reference_video * num_candidate_codes + tf.where(held, reference_id, 0)
-            ),
-            0,
-        ) - 1
+        reference_key = reference_video * num_candidate_codes + tf.where(held, reference_id, 0)
+
+        def by_map():
+            key_map = tf.scatter_nd(
+                keys[:, None], tf.range(1, num_table_rows + 1), [batch_size * num_candidate_codes]
+            )
+            return tf.where(held, tf.gather(key_map, reference_key), 0) - 1
+
+        def by_unique():  # linear in the entries, for batches too large for the map
+            _, key_id = tf.unique(tf.concat([keys, reference_key], axis=0), out_idx=tf.int64)
+            key_id = key_id[num_table_rows:]
+            return tf.where(tf.logical_and(held, key_id < num_table_rows), key_id, -1)
+
+        reference_table_row = tf.cond(
+            batch_size * num_candidate_codes <= self._max_key_map_size, by_map, by_unique
+        )
         dropped = num_table_rows * max_refs
         table = tf.math.unsorted_segment_sum(
             reference_count,
