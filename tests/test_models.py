@@ -226,3 +226,21 @@ def test_full_size_presets_forward(name, shape):
     assert logits.shape == (1, 21, 3000)
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(logits)))
     print(name, model.count_params())
+
+
+def test_beam_rescoring_by_length():
+    import keras_hub
+
+    model = tiny_model()
+    inputs = tiny_inputs(model)
+    greedy = np.asarray(model.generate_ids(inputs, "greedy"))
+    # One beam is greedy search, whatever the rescoring.
+    one_beam = keras_hub.samplers.BeamSampler(num_beams=1)
+    detokenize = model.preprocessor.detokenize
+    assert detokenize(model.generate_ids(inputs, one_beam, length_penalty=1.0)) == (
+        detokenize(greedy)
+    )
+    # Rescored beams are ids (B, max_length) that detokenize to clean text.
+    ids = np.asarray(model.generate_ids(inputs, "beam", length_penalty=1.0))
+    assert ids.shape == greedy.shape
+    assert all(isinstance(c, str) for c in model.generate(inputs, sampler="beam"))

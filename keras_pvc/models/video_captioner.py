@@ -267,19 +267,58 @@ class VideoCaptioner(keras_hub.models.Task):
             return self.preprocessor.caption_length
         return 20
 
-    def _generate_function(self, sampler, max_length):
+    def _generate_function(self, sampler, max_length, length_penalty):
         import tensorflow as tf
 
-        key = (id(sampler), max_length)
+        key = (id(sampler), max_length, length_penalty)
         if key in self._generate_functions:
             return self._generate_functions[key]
         backbone = self.backbone
         decoder = backbone.caption_decoder
+        rerank = isinstance(sampler, keras_hub.samplers.BeamSampler) and (
+            length_penalty is not None
+        )
+        if rerank:
+            num_beams = sampler.num_beams
+            sampler = keras_hub.samplers.BeamSampler(
+                num_beams=num_beams,
+                return_all_beams=True,
+                temperature=sampler.temperature,
+            )
 
         def next_token(prompt, cache, index):
             token_ids = ops.take(prompt, index - 1, axis=1)
             logits, cache = decoder.step(token_ids, cache)
             return logits, None, cache
+
+        def best_beam(beams, sequence, frame_mask, hidden, cell):
+            """Re-scores beams by log p / length**length_penalty."""
+            from keras_pvc.models.self_critical import mask_after_eos
+
+            length = ops.shape(beams)[-1]
+            flat = ops.reshape(beams, (-1, length))
+            tokens = flat[:, 1:]
+
+            def repeat(tensor):
+                return ops.repeat(tensor, num_beams, axis=0)
+
+            logits = decoder(
+                flat[:, :-1],
+                repeat(sequence),
+                repeat(frame_mask),
+                initial_state=(repeat(hidden), repeat(cell)),
+            )
+            log_probs = ops.take_along_axis(
+                ops.log_softmax(ops.cast(logits, "float32"), axis=-1),
+                ops.expand_dims(tokens, -1),
+                axis=-1,
+            )[..., 0]
+            mask = mask_after_eos(tokens)
+            lengths = ops.maximum(ops.sum(mask, axis=1), 1.0)
+            scores = ops.sum(log_probs * mask, axis=1) / lengths**length_penalty
+            best = ops.argmax(ops.reshape(scores, (-1, num_beams)), axis=1)
+            tokens = ops.reshape(tokens, (-1, num_beams, length - 1))
+            return ops.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]
 
         # The sampler loops with `ops.while_loop`: no AutoGraph needed.
         @tf.function(reduce_retracing=True, autograph=False)
@@ -310,12 +349,16 @@ class VideoCaptioner(keras_hub.models.Task):
                 mask=prompt_mask,
                 stop_token_ids=[EOS_ID],
             )
+            if rerank:
+                return best_beam(token_ids[0], sequence, frame_mask, hidden, cell)
             return token_ids[:, 1:]
 
         self._generate_functions[key] = generate
         return generate
 
-    def generate_ids(self, inputs, sampler="greedy", max_length=None):
+    def generate_ids(
+        self, inputs, sampler="greedy", max_length=None, length_penalty=1.0
+    ):
         """Like `generate` but returns token ids `(B, max_length)`."""
         sampler = get_sampler(sampler)
         max_length = max_length or self.caption_length + 1
@@ -332,9 +375,16 @@ class VideoCaptioner(keras_hub.models.Task):
         if "frame_mask" not in inputs:
             video = inputs[self.backbone.input_kind]
             inputs["frame_mask"] = ops.ones(ops.shape(video)[:2], "bool")
-        return self._generate_function(sampler, max_length)(inputs)
+        return self._generate_function(sampler, max_length, length_penalty)(inputs)
 
-    def generate(self, inputs, sampler="greedy", max_length=None, batch_size=32):
+    def generate(
+        self,
+        inputs,
+        sampler="greedy",
+        max_length=None,
+        batch_size=32,
+        length_penalty=1.0,
+    ):
         """Captions a batch of videos.
 
         Args:
@@ -347,6 +397,10 @@ class VideoCaptioner(keras_hub.models.Task):
             max_length: int or None. Words to decode at most (default:
                 `caption_length + 1`).
             batch_size: int. Videos decoded at once, for array inputs.
+            length_penalty: float or None. For beam search: the finished
+                beams are re-scored by `log p / length**length_penalty`
+                (1.0: mean log-probability per word; 0: total log p, which
+                favours short captions); None keeps keras-hub's choice.
 
         Returns:
             list of str, one caption per video.
@@ -359,7 +413,7 @@ class VideoCaptioner(keras_hub.models.Task):
         sampler = get_sampler(sampler)
         captions = []
         for batch in self._iterate_batches(inputs, batch_size):
-            token_ids = self.generate_ids(batch, sampler, max_length)
+            token_ids = self.generate_ids(batch, sampler, max_length, length_penalty)
             captions.extend(self.preprocessor.detokenize(token_ids))
         return captions
 
