@@ -123,11 +123,18 @@ def plot_history(history_csv, path, keys=("loss", "val_loss"), title="Loss"):
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     epochs = [int(epoch) + 1 for epoch in history["epoch"]]
+    # Self-critical epochs (those with a `reward`) log the policy-gradient
+    # loss as `loss`: not on the scale of cross-entropy, so left out here
+    # (their `val_loss` is still cross-entropy).
+    rewards = history.get("reward", [float("nan")] * len(epochs))
     figure, axis = plt.subplots(figsize=(6, 4))
     drawn = 0
     for key in keys:
         if key in history:
-            axis.plot(epochs, history[key], marker="o", label=key)
+            values = history[key]
+            if key == "loss":
+                values = [v if r != r else float("nan") for v, r in zip(values, rewards)]
+            axis.plot(epochs, values, marker="o", label=key)
             drawn += 1
     if not drawn:
         plt.close(figure)
