@@ -2,8 +2,8 @@ import keras
 import keras_hub
 from keras import ops
 
-from keras_pvc.layers import CaptionDecoder
-from keras_pvc.layers import TemporalLSTMEncoder
+# Registers the components, so their configs deserialize.
+import keras_pvc.layers  # noqa: F401
 
 
 def _as_layer(layer_or_config):
