@@ -65,7 +65,6 @@ def test_spatial_graph_conv(adjacency, pooling):
 def test_grid_adjacency_normalisation_matches_spektral_gcn_filter():
     adjacency = grid_adjacency(3, 4)
     # 8-neighbour grid: a corner has 3 neighbours, an edge 5, an inner cell 8.
-    assert adjacency.sum(1).tolist() == [3, 5, 5, 3, 5, 8, 8, 5, 5, 8, 8, 5][:12][:12] or True
     degrees = adjacency.sum(1).reshape(3, 4)
     np.testing.assert_array_equal(
         degrees, [[3, 5, 5, 3], [5, 8, 8, 5], [3, 5, 5, 3]]
