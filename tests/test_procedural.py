@@ -14,7 +14,10 @@ from keras_pvc.datasets.procedural import Scene
 from keras_pvc.datasets.procedural import generate_procedural_dataset
 from keras_pvc.datasets.procedural import render_scene
 from keras_pvc.datasets.procedural import sample_scene
+from keras_pvc.datasets.procedural import parse_caption
+from keras_pvc.datasets.procedural import scene_accuracy
 from keras_pvc.datasets.procedural import scene_captions
+from keras_pvc.datasets.procedural import scene_meaning
 
 MSVD_HEADER = [
     "VideoID",
@@ -305,3 +308,56 @@ def test_bad_arguments(tmp_path):
         generate_procedural_dataset(str(tmp_path), split_fractions=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError):
         generate_procedural_dataset(str(tmp_path), num_frames=1)
+
+
+def test_every_reference_parses_back_to_its_scene():
+    for index in range(300):
+        scene = sample_scene(np.random.default_rng([3, index]))
+        for caption in scene_captions(scene):
+            assert scene_meaning(scene) in parse_caption(caption), caption
+
+
+def test_parse_caption_by_hand():
+    assert parse_caption("A red circle is to the right of a blue square.") == {
+        ("left_of", "blue square", "red circle")
+    }
+    assert parse_caption("the green triangle is under the red circle") == {
+        ("above", "red circle", "green triangle")
+    }
+    # "move apart" does not say which shape moves: both readings.
+    assert parse_caption("the red circle and the blue square move apart") == {
+        ("away_from", "red circle", "blue square"),
+        ("away_from", "blue square", "red circle"),
+    }
+    assert parse_caption("a yellow square goes up") == {("moves_up", "yellow square", None)}
+    assert parse_caption("a purple circle goes up") is None  # not a colour here
+    assert parse_caption("a red circle is near a blue square") is None
+    assert parse_caption("") is None
+
+
+def test_scene_accuracy_counts_by_hand():
+    red, blue = ("red", "circle"), ("blue", "square")
+    left = Scene(
+        (
+            procedural.Shape(*red, 0.1, (0.2, 0.5), (0.2, 0.5)),
+            procedural.Shape(*blue, 0.1, (0.7, 0.5), (0.7, 0.5)),
+        ),
+        "left_of", 0, 1,
+    )
+    mover = Scene((procedural.Shape(*red, 0.1, (0.2, 0.5), (0.7, 0.5)),), "moves_right", 0)
+    scenes = {"a": left, "b": left.to_dict(), "c": left, "d": mover, "e": mover}
+    predictions = {
+        "a": "the blue square is on the right of the red circle",  # right
+        "b": "a red circle is to the right of a blue square",  # roles swapped
+        "c": "a red circle is above a green square",  # wrong relation and shape
+        "d": "a red circle moves to the right",  # right
+        "e": "a red circle circle",  # no template
+        "unknown": "a red circle goes up",  # no scene: ignored
+    }
+    result = scene_accuracy(scenes, predictions)
+    assert result["num_clips"] == 5
+    assert result["per_clip"] == {"a": True, "b": False, "c": False, "d": True, "e": False}
+    assert result["exact"] == pytest.approx(2 / 5)
+    assert result["shapes"] == pytest.approx(3 / 5)  # a, b, d
+    assert result["relation"] == pytest.approx(3 / 5)  # a, b, d
+    assert result["parsed"] == pytest.approx(4 / 5)

@@ -620,3 +620,128 @@ def generate_procedural_dataset(
     _write_json(metadata_path, metadata)
     _remove([progress_path])
     return root
+
+
+# --- Reading captions back into scenes ---------------------------------------
+# The procedural captions come from a closed set of templates, so a caption can
+# be parsed back into what it claims and checked against the scene: a direct
+# measure of "is this caption right", which n-gram metrics only approximate.
+
+# A relation and its mirror image: `right_of(a, b)` is `left_of(b, a)`.
+_MIRRORED = {"right_of": "left_of", "below": "above"}
+_NAME = "[a-z]+ [a-z]+"
+
+
+def _template_patterns():
+    import re
+
+    patterns = []
+    for relation, templates in TEMPLATES.items():
+        for template in templates:
+            pattern = re.escape(template)
+            pattern = pattern.replace(re.escape("{a}"), f"(?P<a>{_NAME})")
+            pattern = pattern.replace(re.escape("{b}"), f"(?P<b>{_NAME})")
+            patterns.append((relation, "move apart" in template, re.compile(pattern)))
+    return patterns
+
+
+_PATTERNS = _template_patterns()
+
+
+def _canonical(relation, a, b):
+    """`(relation, subject, object)` with mirrored relations turned round."""
+    if relation in _MIRRORED:
+        return (_MIRRORED[relation], b, a)
+    return (relation, a, b)
+
+
+def _valid_name(name):
+    color, _, kind = name.partition(" ")
+    return color in COLORS and kind in KINDS
+
+
+def parse_caption(caption):
+    """What a procedural caption claims, or None if it fits no template.
+
+    Args:
+        caption: str. A caption in the dataset's language (case and
+            punctuation are ignored).
+
+    Returns:
+        A set of meanings `(relation, subject, object)` (object None for
+        one-shape relations) with mirrored relations turned round
+        (`right_of(a, b)` is `left_of(b, a)`, `below` is `above` turned), or
+        None. Usually one meaning; "the A and the B move apart" does not say
+        which one moves, so it gives both orders.
+    """
+    import re
+
+    text = " ".join(re.sub(r"[^a-z ]", " ", caption.lower()).split())
+    meanings = set()
+    for relation, symmetric, pattern in _PATTERNS:
+        match = pattern.fullmatch(text)
+        if match is None:
+            continue
+        a = match.group("a")
+        b = match.groupdict().get("b")
+        if not _valid_name(a) or (b is not None and not _valid_name(b)):
+            continue
+        meanings.add(_canonical(relation, a, b))
+        if symmetric:
+            meanings.add(_canonical(relation, b, a))
+    return meanings or None
+
+
+def scene_meaning(scene):
+    """The scene's `(relation, subject, object)`, as `parse_caption` gives it."""
+    a = scene.shapes[scene.subject].name
+    b = scene.shapes[scene.object].name if scene.object is not None else None
+    return _canonical(scene.relation, a, b)
+
+
+def _relation_kind(relation):
+    return _MIRRORED.get(relation, relation)
+
+
+def scene_accuracy(scenes, predictions):
+    """How many captions state their scene exactly, and what they get wrong.
+
+    Args:
+        scenes: dict `{clip_id: Scene or scene dict}` (`metadata.json`'s
+            `"scenes"`).
+        predictions: dict `{clip_id: caption}`; clips without a scene are
+            ignored.
+
+    Returns:
+        dict: `exact` (the fraction of captions whose meaning is the
+        scene's: the right shapes, in the right roles, in the right
+        relation), `shapes` (the caption names exactly the scene's shapes),
+        `relation` (the caption states the scene's kind of relation, e.g.
+        "left of" for a left/right scene whichever way round), `parsed` (the
+        caption fits a template at all), `num_clips`, and `per_clip`
+        (`{clip_id: bool}` for `exact`).
+    """
+    counts = {"exact": 0, "shapes": 0, "relation": 0, "parsed": 0}
+    per_clip = {}
+    for clip_id, caption in predictions.items():
+        scene = scenes.get(clip_id)
+        if scene is None:
+            continue
+        if isinstance(scene, dict):
+            scene = Scene.from_dict(scene)
+        truth = scene_meaning(scene)
+        meanings = parse_caption(caption) or set()
+        exact = truth in meanings
+        per_clip[clip_id] = exact
+        counts["exact"] += exact
+        counts["parsed"] += bool(meanings)
+        counts["shapes"] += any(
+            {m[1], m[2]} - {None} == {truth[1], truth[2]} - {None} for m in meanings
+        )
+        counts["relation"] += any(
+            _relation_kind(m[0]) == _relation_kind(truth[0]) for m in meanings
+        )
+    total = len(per_clip)
+    result = {key: value / total if total else 0.0 for key, value in counts.items()}
+    result.update({"num_clips": total, "per_clip": per_clip})
+    return result
