@@ -17,18 +17,25 @@ Configurations (`--configs`, default all):
   over the word steps, the word LSTM's word half over the frame steps). The
   encoder-decoder layout (ours, `torch_s2vt`) never computes that work.
 
+`--rounds R` runs the configurations round-robin R times (each run a fresh
+subprocess) so that a change of machine load hits every configuration alike;
+the table gives the median over rounds, and each ratio is the median of the
+per-round ratios (paired within a round). On a shared machine use R >= 3.
+
 Prints a table and writes `benchmarks/results/train_throughput.json`. Never
 asserts times. Needs `torch` for the torch rows (`pip install torch`, the
 `bench` extra); they are skipped without it.
 
     python benchmarks/train_throughput.py
     python benchmarks/train_throughput.py --configs s2vt torch_s2vt --msvd-frames 20
+    python benchmarks/train_throughput.py --configs s2vt torch_s2vt --rounds 3
 """
 
 import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -184,6 +191,23 @@ def child(config, msvd_frames, torch_threads=None):
     print("RESULT " + json.dumps(result), flush=True)
 
 
+def run_child(config, args):
+    """Runs one configuration in a fresh subprocess; returns its row."""
+    process = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", config,
+         "--msvd-frames", str(args.msvd_frames),
+         "--torch-threads", str(args.torch_threads)],
+        capture_output=True, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=os.path.dirname(os.path.abspath(__file__)),
+    )
+    lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
+    if process.returncode or not lines:
+        print(process.stdout[-2000:], process.stderr[-4000:])
+        return {"config": config, "error": process.stderr[-1000:]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def torch_available():
     try:
         import torch  # noqa: F401
@@ -203,52 +227,73 @@ def main():
         "--torch-threads", type=int, default=0,
         help="torch.set_num_threads for the torch rows (default 0: torch's own)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run the configurations round-robin this many times (paired ratios)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.msvd_frames, args.torch_threads)
 
     has_torch = torch_available()
-    rows = []
-    load_before = os.getloadavg()
+    configs = []
     for config in args.configs:
         if config.startswith("torch") and not has_torch:
             print(f"skipping {config}: torch is not installed (pip install torch)")
             continue
-        print(f"running {config} ...", flush=True)
-        process = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--child", config,
-             "--msvd-frames", str(args.msvd_frames),
-             "--torch-threads", str(args.torch_threads)],
-            capture_output=True, text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-        )
-        lines = [line for line in process.stdout.splitlines() if line.startswith("RESULT ")]
-        if process.returncode or not lines:
-            print(process.stdout[-2000:], process.stderr[-4000:])
-            rows.append({"config": config, "error": process.stderr[-1000:]})
-            continue
-        rows.append(json.loads(lines[-1][len("RESULT "):]))
+        configs.append(config)
+    rounds = []  # one {config: row} per round
+    load_before = os.getloadavg()
+    for round_index in range(args.rounds):
+        results = {}
+        for config in configs:
+            print(f"round {round_index + 1}/{args.rounds}: running {config} ...", flush=True)
+            results[config] = run_child(config, args)
+        rounds.append(results)
     load_after = os.getloadavg()
 
-    by_name = {row["config"]: row for row in rows if "error" not in row}
-    ratios = {}
+    rows = []
+    for config in configs:
+        runs = [results[config] for results in rounds]
+        good = [run for run in runs if "error" not in run]
+        if not good:
+            rows.append(runs[-1])
+            continue
+        medians = [run["median_step_seconds"] for run in good]
+        row = dict(good[0])
+        row.update(
+            {
+                "rounds": len(good),
+                "round_median_step_seconds": medians,
+                "median_step_seconds": float(statistics.median(medians)),
+                "videos_per_second": BATCH_SIZE / float(statistics.median(medians)),
+                "peak_rss_mib": max(run["peak_rss_mib"] for run in good),
+            }
+        )
+        rows.append(row)
+
+    ratios, round_ratios = {}, {}
     for ours, theirs in [
         ("s2vt", "torch_s2vt"), ("s2vt_keras_lstm", "torch_s2vt"),
         ("s2vt", "torch_s2vt_original"), ("s2vt", "s2vt_keras_lstm"),
         ("msvd", "msvd_keras_lstm"),
     ]:
-        if ours in by_name and theirs in by_name:
-            ratios[f"{ours} / {theirs}"] = (
-                by_name[ours]["videos_per_second"] / by_name[theirs]["videos_per_second"]
-            )
+        paired = [
+            results[ours]["videos_per_second"] / results[theirs]["videos_per_second"]
+            for results in rounds
+            if ours in results and theirs in results
+            and "error" not in results[ours] and "error" not in results[theirs]
+        ]
+        if paired:
+            round_ratios[f"{ours} / {theirs}"] = paired
+            ratios[f"{ours} / {theirs}"] = float(statistics.median(paired))
 
     print(
         f"\ntrain throughput: batch {BATCH_SIZE}, {NUM_FRAMES} frames (msvd: "
         f"{args.msvd_frames}), captions {CAPTION_LENGTH}+1, hidden {HIDDEN_DIM}, vocab "
-        f"{VOCABULARY_SIZE}; {WARMUP_STEPS} warm-up + {TIMED_STEPS} timed steps; "
-        f"{os.cpu_count()} CPUs, load {load_before[0]:.2f} before / {load_after[0]:.2f} after"
+        f"{VOCABULARY_SIZE}; {WARMUP_STEPS} warm-up + {TIMED_STEPS} timed steps, {args.rounds} "
+        f"round(s); {os.cpu_count()} CPUs, load {load_before[0]:.2f} before / {load_after[0]:.2f} after"
     )
     print(f"{'config':<22}{'lstm':<22}{'frames':>7}{'step s':>9}{'videos/s':>10}{'peak RSS MiB':>14}")
     for row in rows:
@@ -261,7 +306,8 @@ def main():
             f"{row['peak_rss_mib']:>14.0f}"
         )
     for name, ratio in ratios.items():
-        print(f"ratio {name}: {ratio:.2f}x")
+        per_round = ", ".join(f"{value:.2f}" for value in round_ratios[name])
+        print(f"ratio {name}: {ratio:.2f}x (per round: {per_round})")
 
     os.makedirs(os.path.dirname(RESULTS_PATH), exist_ok=True)
     with open(RESULTS_PATH, "w") as file:
@@ -282,8 +328,10 @@ def main():
                 },
                 "warmup_steps": WARMUP_STEPS,
                 "timed_steps": TIMED_STEPS,
+                "rounds": args.rounds,
                 "rows": rows,
                 "ratios": ratios,
+                "round_ratios": round_ratios,
                 "note": (
                     "Encoder-decoder layout: the encoder LSTM never reads zero words and "
                     "the decoder never reads zero frames, unlike the original S2VT "
