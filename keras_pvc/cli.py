@@ -49,6 +49,9 @@ def cmd_train(args):
         overrides["graph"] = None
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
+    rl_options = {"num_samples": args.rl_samples, "baseline": args.rl_baseline}
+    if args.rl_learning_rate:
+        rl_options["learning_rate"] = args.rl_learning_rate
     train_run(
         clips,
         args.out,
@@ -56,10 +59,11 @@ def cmd_train(args):
         overrides=overrides,
         epochs=args.epochs,
         rl_epochs=args.rl_epochs,
-        rl_options={"num_samples": args.rl_samples, "baseline": args.rl_baseline},
+        rl_options=rl_options,
         features_dir=args.features,
         seed=args.seed,
         resume=args.resume,
+        init_weights=args.init_weights,
     )
     return 0
 
@@ -213,6 +217,16 @@ def build_parser():
     train.add_argument("--rl-epochs", type=int, default=0, help="self-critical epochs after XE")
     train.add_argument("--rl-samples", type=int, default=5, help="captions sampled per video")
     train.add_argument("--rl-baseline", default="greedy", choices=["greedy", "mean"])
+    train.add_argument(
+        "--rl-learning-rate", type=float,
+        help="learning rate of the self-critical epochs (default: the preset's x 0.1)",
+    )
+    train.add_argument(
+        "--init-weights",
+        help="start from these weights: a run's checkpoints/epoch_NNN.weights.h5 "
+        "or model/ folder (same preset and training clips); with --epochs 0 "
+        "--rl-epochs N, self-critical training from a cross-entropy checkpoint",
+    )
     train.add_argument("--batch-size", type=int, help="override the preset's batch size")
     train.add_argument("--no-graph", action="store_true", help="drop the spatial graph")
     train.add_argument("--seed", type=int, default=0)

@@ -148,6 +148,31 @@ def plot_history(history_csv, path, keys=("loss", "val_loss"), title="Loss"):
     plt.close(figure)
 
 
+def cosine_learning_rate(learning_rate, epochs, final_fraction=0.05):
+    """A per-epoch cosine decay from `learning_rate` to `final_fraction` of it.
+
+    Epoch `e` of `epochs` trains at `lr * (f + (1 - f) * (1 + cos(pi * e /
+    epochs)) / 2)`. A function of the epoch alone, so a resumed run picks up
+    the same rate; the rate of each epoch is logged as `learning_rate`.
+
+    Args:
+        learning_rate: float. The first epoch's rate.
+        epochs: int. Epochs over which it decays.
+        final_fraction: float. The floor, as a fraction of `learning_rate`.
+
+    Returns:
+        A `keras.callbacks.LearningRateScheduler`.
+    """
+    import math
+
+    def schedule(epoch, current=None):
+        progress = min(epoch / max(epochs, 1), 1.0)
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return float(learning_rate * (final_fraction + (1.0 - final_fraction) * cosine))
+
+    return keras.callbacks.LearningRateScheduler(schedule)
+
+
 def training_callbacks(run_dir, checkpoint_every=10, resume=False, phase="xe"):
     """Checkpoints, crash-safe backup, history, loss plot and a NaN guard.
 

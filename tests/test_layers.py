@@ -29,6 +29,42 @@ def test_frame_cnn_regions_and_pooled():
     )
 
 
+@pytest.mark.parametrize("normalization", ["batch", "group"])
+def test_frame_cnn_normalization(normalization):
+    frames = RNG.uniform(0, 255, (BATCH, FRAMES, 16, 16, 3)).astype("float32")
+    run_layer_test(
+        FrameCNN,
+        {"backbone": "simple", "filters": (4, 8), "normalization": normalization},
+        [frames],
+        (BATCH, FRAMES, 16, 8),
+    )
+    layer = FrameCNN("simple", filters=(4, 8), normalization=normalization)
+    layer.build(frames.shape)
+    kind = {
+        "batch": keras.layers.BatchNormalization,
+        "group": keras.layers.GroupNormalization,
+    }[normalization]
+    norms = [l for l in layer.backbone_model.layers if isinstance(l, kind)]
+    convs = [l for l in layer.backbone_model.layers if isinstance(l, keras.layers.Conv2D)]
+    assert len(norms) == len(convs) == 4
+    assert not any(conv.use_bias for conv in convs)
+    training = np.array(layer(frames, training=True))
+    inference = np.array(layer(frames, training=False))
+    if normalization == "group":
+        # Per-sample statistics: training and inference agree, and a frame's
+        # features do not depend on the other frames of the batch.
+        np.testing.assert_allclose(training, inference, atol=1e-5)
+        alone = np.array(layer(frames[:1, :1], training=False))
+        np.testing.assert_allclose(alone, inference[:1, :1], atol=1e-5)
+    else:
+        # Batch statistics in training; running statistics (moved by the
+        # training call) in inference.
+        assert np.abs(training - inference).max() > 1e-3
+        assert any(np.abs(np.array(n.moving_mean)).max() > 0 for n in norms)
+    with pytest.raises(ValueError, match="normalization"):
+        FrameCNN("simple", normalization="layer")
+
+
 def test_frame_cnn_wraps_a_model_instance():
     inner = keras.Sequential(
         [keras.Input((8, 8, 3)), keras.layers.Conv2D(5, 3, strides=2, padding="same")]

@@ -44,6 +44,14 @@ def test_cli_help_is_fast_and_lists_commands():
     assert args.rl_epochs == 2 and args.preset == "procedural"
 
 
+def test_train_run_rejects_an_unknown_schedule(procedural_root, tmp_path):
+    with pytest.raises(ValueError, match="Unknown `lr_schedule` 'linear'"):
+        train_run(
+            load_msvd(procedural_root), str(tmp_path / "run"),
+            overrides={**TINY, "lr_schedule": "linear"}, epochs=1, verbose=0,
+        )
+
+
 @pytest.mark.slow
 def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
     out = str(tmp_path / "run")
@@ -74,6 +82,9 @@ def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
         rows = list(csv.DictReader(handle))
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
     assert rows[0]["reward"] == "" and float(rows[2]["reward"]) >= 0
+    # The preset's cosine schedule over the 2 XE epochs, then the RL rate.
+    rates = [float(row["learning_rate"]) for row in rows[:2]]
+    assert rates[0] == pytest.approx(2e-3) and rates[1] == pytest.approx(2e-3 * 0.525)
     assert float(rows[2]["val_loss"]) > 0
     # The saved model is a preset folder that captions the same way.
     import keras_pvc
@@ -85,6 +96,38 @@ def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
         [clip for clip in load_msvd(procedural_root) if clip.split == "test"]
     )
     assert model.preprocessor.num_frames == 4
+
+    # Starting a run from the saved model (no training) captions the same.
+    again = str(tmp_path / "again")
+    train_run(
+        load_msvd(procedural_root), again, overrides=overrides, epochs=0,
+        init_weights=os.path.join(out, "model"), verbose=0,
+    )
+    with open(os.path.join(again, "predictions.json")) as handle:
+        assert json.load(handle) == predictions
+    with pytest.raises(ValueError, match="do not fit this model"):
+        train_run(
+            load_msvd(procedural_root), str(tmp_path / "bad"),
+            overrides={**overrides, "hidden_dim": 12}, epochs=0,
+            init_weights=os.path.join(out, "checkpoints", "epoch_001.weights.h5"), verbose=0,
+        )
+    with pytest.raises(FileNotFoundError, match="No weights at"):
+        train_run(
+            load_msvd(procedural_root), str(tmp_path / "none"), overrides=overrides,
+            epochs=0, init_weights=str(tmp_path / "missing.weights.h5"), verbose=0,
+        )
+
+    # The demo's check of captions against the scenes they describe.
+    from keras_pvc.datasets.procedural import scene_accuracy
+    from keras_pvc.demo import score_scenes
+
+    result = score_scenes(out, procedural_root)
+    with open(os.path.join(procedural_root, "metadata.json")) as handle:
+        scenes = json.load(handle)["scenes"]
+    expected = scene_accuracy(scenes, predictions)
+    assert result["exact"] == expected["exact"] and result["num_clips"] == len(predictions)
+    with open(os.path.join(out, "metrics.json")) as handle:
+        assert json.load(handle)["scene_accuracy"] == result
 
 
 @pytest.mark.slow

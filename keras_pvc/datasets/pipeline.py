@@ -244,7 +244,11 @@ def caption_examples(
             index, ids = tf.gather(index, order), tf.gather(ids, order)
         return tf.data.Dataset.from_tensor_slices((index, ids))
 
-    return tf.data.Dataset.range(1).flat_map(one_epoch), all_references
+    dataset = tf.data.Dataset.range(1).flat_map(one_epoch)
+    # `flat_map` hides the size; stating it lets `fit` show the steps of the
+    # first epoch and end each epoch without an "ran out of data" warning.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(clip_index)))
+    return dataset, all_references
 
 
 def caption_dataset(
