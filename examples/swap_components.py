@@ -151,7 +151,8 @@ def main():
         dataset = caption_dataset(
             train, model.preprocessor, "frames", BATCH_SIZE, captions="random"
         )
-        history = model.fit(dataset.repeat().take(STEPS), verbose=0)
+        # The dataset shuffles itself; `fit` would warn that it cannot.
+        history = model.fit(dataset.repeat().take(STEPS), shuffle=False, verbose=0)
         graph = model.backbone.spatial_graph
         captions = model.generate({
             "frames": test.videos[:2].astype("float32"),
