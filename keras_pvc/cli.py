@@ -180,7 +180,7 @@ def build_parser():
         "preset trained with cross-entropy -> held-out BLEU/METEOR/ROUGE-L/CIDEr.",
     )
     demo.add_argument("--out", default="runs/demo", help="run folder")
-    demo.add_argument("--quick", action="store_true", help="~1 minute run (CI)")
+    demo.add_argument("--quick", action="store_true", help="~2 minute run (CI)")
     demo.add_argument("--no-graph", action="store_true", help="ablation: no spatial graph")
     demo.add_argument("--epochs", type=int, help="cross-entropy epochs")
     demo.add_argument("--rl-epochs", type=int, help="self-critical epochs after XE")

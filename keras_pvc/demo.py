@@ -31,7 +31,7 @@ def run_demo(
 
     Args:
         out: str. The run folder (see `keras_pvc.training`).
-        quick: bool. A ~1 minute run for CI (fewer clips and epochs).
+        quick: bool. A ~2 minute run for CI (fewer clips and epochs).
         graph: bool. Use the spatial graph (False: the ablation, regions are
             mean-pooled).
         epochs: int or None. Override the cross-entropy epochs.
