@@ -699,10 +699,6 @@ def scene_meaning(scene):
     return _canonical(scene.relation, a, b)
 
 
-def _relation_kind(relation):
-    return _MIRRORED.get(relation, relation)
-
-
 def scene_accuracy(scenes, predictions):
     """How many captions state their scene exactly, and what they get wrong.
 
@@ -738,9 +734,8 @@ def scene_accuracy(scenes, predictions):
         counts["shapes"] += any(
             {m[1], m[2]} - {None} == {truth[1], truth[2]} - {None} for m in meanings
         )
-        counts["relation"] += any(
-            _relation_kind(m[0]) == _relation_kind(truth[0]) for m in meanings
-        )
+        # Meanings are canonical (mirrors turned round): kinds compare as is.
+        counts["relation"] += any(m[0] == truth[0] for m in meanings)
     total = len(per_clip)
     result = {key: value / total if total else 0.0 for key, value in counts.items()}
     result.update({"num_clips": total, "per_clip": per_clip})
