@@ -40,6 +40,7 @@ PRESETS = {
         "epochs": 50,
         "learning_rate": 1e-4,
         "lr_schedule": None,
+        "restore_best_weights": False,
         "checkpoint_every": 10,
     },
     "s2vt": {
@@ -65,6 +66,7 @@ PRESETS = {
         "epochs": 50,
         "learning_rate": 1e-4,
         "lr_schedule": None,
+        "restore_best_weights": False,
         "checkpoint_every": 10,
     },
     "procedural": {
@@ -95,6 +97,7 @@ PRESETS = {
         "epochs": 30,
         "learning_rate": 2e-3,
         "lr_schedule": "cosine",
+        "restore_best_weights": True,
         "checkpoint_every": 5,
     },
 }
@@ -102,7 +105,16 @@ PRESETS = {
 # Knobs that shape training, not the network; the CLI reads them.
 # `lr_schedule`: None (constant) or "cosine" (per-epoch cosine decay to 5%
 # over the cross-entropy epochs, `keras_pvc.training.cosine_learning_rate`).
-TRAINING_KNOBS = ("batch_size", "epochs", "learning_rate", "lr_schedule", "checkpoint_every")
+# `restore_best_weights`: after the cross-entropy epochs, keep the weights of
+# the epoch with the lowest validation loss (`keras_pvc.training.BestWeights`).
+TRAINING_KNOBS = (
+    "batch_size",
+    "epochs",
+    "learning_rate",
+    "lr_schedule",
+    "restore_best_weights",
+    "checkpoint_every",
+)
 
 
 def list_presets():

@@ -291,6 +291,15 @@ def train_run(
         val_ds = caption_dataset(
             val, model.preprocessor, kind, config["batch_size"], shuffle=False
         )
+    best = None
+    if epochs and val_ds is not None and config.get("restore_best_weights"):
+        from keras_pvc.training import BestWeights
+
+        if not resume and os.path.exists(os.path.join(out, "best.weights.h5")):
+            os.remove(os.path.join(out, "best.weights.h5"))
+        best = BestWeights(
+            os.path.join(out, "best.weights.h5"), os.path.join(out, "history.csv")
+        )
     if epochs:
         model.fit(
             train_ds,
@@ -302,9 +311,16 @@ def train_run(
             callbacks=[epoch_counter.callback]
             + schedule
             + training_callbacks(out, config["checkpoint_every"], resume)
+            + ([best] if best else [])
             + list(callbacks or []),
             verbose=verbose,
         )
+        best_epoch = best.restore(model) if best else None
+        if best_epoch is not None:
+            say(
+                f"Kept the weights of epoch {best_epoch + 1} (lowest validation "
+                f"loss, {best.best:.4f})"
+            )
     results = {}
     if rl_epochs:
         xe_predictions = caption_split(model, test)
@@ -351,6 +367,7 @@ def train_run(
         "seed": seed,
         "epochs": epochs,
         "rl_epochs": rl_epochs,
+        "best_xe_epoch": None if best is None or best.best_epoch is None else best.best_epoch + 1,
         "parameters": int(model.count_params()),
         "metrics": scores,
         "phases": results,

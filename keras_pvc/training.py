@@ -93,6 +93,49 @@ class LossPlot(keras.callbacks.Callback):
         plot_history(self.history_csv, self.path, self.keys)
 
 
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the lowest `monitor` on disk.
+
+    Like `EarlyStopping(restore_best_weights=True)` without the stopping, and
+    crash-safe: the best weights are a file (`path`), and the best value so
+    far is read back from the run's `history.csv`, so a resumed run keeps
+    comparing against the epochs it did before the crash. Call `restore()`
+    after `fit` to load them (it returns the best epoch, or None).
+
+    Args:
+        path: str. The `.weights.h5` file.
+        history_csv: str or None. The run's history, for resuming.
+        monitor: str. A logged quantity to minimise (`val_loss`).
+    """
+
+    def __init__(self, path, history_csv=None, monitor="val_loss"):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.best, self.best_epoch = float("inf"), None
+        history = read_history(history_csv) if history_csv else {}
+        for epoch, value in zip(history.get("epoch", []), history.get(monitor, [])):
+            if value < self.best and os.path.exists(path):
+                self.best, self.best_epoch = value, int(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not value < self.best:
+            return
+        self.best, self.best_epoch = float(value), epoch
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        temporary = self.path[: -len(".weights.h5")] + ".tmp.weights.h5"
+        self.model.save_weights(temporary)
+        os.replace(temporary, self.path)
+
+    def restore(self, model):
+        """Loads the best weights into `model`; returns their epoch or None."""
+        if self.best_epoch is None or not os.path.exists(self.path):
+            return None
+        model.load_weights(self.path)
+        return self.best_epoch
+
+
 def read_history(history_csv):
     """`{column: [floats]}` from a history CSV (empty if none)."""
     import csv

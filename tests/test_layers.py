@@ -98,6 +98,63 @@ def test_spatial_graph_conv(adjacency, pooling):
     )
 
 
+@pytest.mark.parametrize("node_update", ["residual", "sage"])
+def test_spatial_graph_conv_coordinates_and_node_update(node_update):
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    run_layer_test(
+        SpatialGraphConv,
+        {
+            "units": HIDDEN,
+            "adjacency": "both",
+            "pooling": "mean",
+            "coordinates": True,
+            "node_update": node_update,
+            "attention_dim": 4,
+        },
+        [nodes],
+        (BATCH, FRAMES, HIDDEN),
+    )
+
+
+def test_spatial_graph_coordinates_tell_mirrored_frames_apart():
+    # Without position embeddings or coordinates, message passing over the
+    # learned adjacency and mean pooling are permutation invariant: a frame
+    # and its mirror image pool to the same vector. Fixed coordinates break
+    # the tie: "red left, blue right" differs from "blue left, red right".
+    frame = np.zeros((1, 1, 2, 2, CHANNELS), "float32")
+    frame[0, 0, 0, 0, 0] = 1.0  # a "red" region top-left
+    frame[0, 0, 0, 1, 1] = 1.0  # a "blue" region top-right
+    mirrored = frame[:, :, :, ::-1]
+    pair = np.concatenate([frame, mirrored]).reshape(2, 1, 4, CHANNELS)
+    for coordinates, differ in ((False, False), (True, True)):
+        layer = SpatialGraphConv(
+            HIDDEN,
+            adjacency="learned",
+            pooling="mean",
+            position_embedding=False,
+            coordinates=coordinates,
+            node_update="sage",
+            attention_dim=4,
+        )
+        out = keras.ops.convert_to_numpy(layer(pair))
+        assert np.allclose(out[0], out[1], atol=1e-6) != differ
+
+
+def test_spatial_graph_coordinates_by_hand():
+    layer = SpatialGraphConv(HIDDEN, grid_shape=(2, 3), coordinates=True)
+    layer(np.zeros((1, 1, 6, CHANNELS), "float32"))
+    # Row-major regions; x runs along columns, y down rows, both in [-1, 1].
+    np.testing.assert_allclose(
+        layer.coordinate_matrix,
+        [[-1, -1], [0, -1], [1, -1], [-1, 1], [0, 1], [1, 1]],
+    )
+
+
+def test_spatial_graph_rejects_unknown_node_update():
+    with pytest.raises(ValueError, match="node_update"):
+        SpatialGraphConv(4, node_update="gin")
+
+
 def test_grid_adjacency_normalisation_matches_spektral_gcn_filter():
     adjacency = grid_adjacency(3, 4)
     # 8-neighbour grid: a corner has 3 neighbours, an edge 5, an inner cell 8.

@@ -51,9 +51,14 @@ class SpatialGraphConv(keras.layers.Layer):
       `A = softmax(X Wq (X Wk)^T / sqrt(d))`, `X' = act(A X W + b)`.
     - `"both"` — the sum of the two messages.
 
-    A learned position embedding per region is added first, so nodes know
-    where they are (left/right/above/below are what the captions ask for), and
-    the layer is residual: `X' + X Wr` (`Wr` only when channels change).
+    Nodes learn where they are from a learned position embedding per region
+    and, with `coordinates=True`, from two fixed channels holding the region's
+    `(x, y)` in [-1, 1] appended to the inputs of every message (CoordConv,
+    as relation networks tag their objects): left/right/above/below are what
+    the captions ask for. Each round is residual, `X' = X Wr + act(messages)` (`Wr` only when channels change);
+    with `node_update="sage"` a node's own features enter the activation
+    beside its neighbours' (`act(X Ws + messages)`, GraphSAGE-style), so one
+    round can form conjunctions such as "red, and something to my right".
     With `pooling` set, the nodes of each frame are pooled to one vector.
 
     **Mode**: batch and mixed, as spektral names them. The grid adjacency is
@@ -75,6 +80,10 @@ class SpatialGraphConv(keras.layers.Layer):
         neighbourhood: int. 8 or 4 neighbours in the grid adjacency.
         attention_dim: int. Query/key size of the learned adjacency.
         position_embedding: bool. Add a learned embedding per region.
+        coordinates: bool. Append each region's fixed `(x, y)` in [-1, 1]
+            to the inputs of the messages (not to the residual path).
+        node_update: str. `"residual"` (`act(messages)` added to the node)
+            or `"sage"` (`act(X Ws + messages)` added to the node).
         pooling: str or None. `"mean"`, `"max"`, `"attention"` (a learned
             softmax over regions) or None to return the nodes.
         activation: str. Activation of each round.
@@ -107,6 +116,8 @@ class SpatialGraphConv(keras.layers.Layer):
         neighbourhood=8,
         attention_dim=64,
         position_embedding=True,
+        coordinates=False,
+        node_update="residual",
         pooling="attention",
         activation="relu",
         dropout=0.0,
@@ -123,6 +134,10 @@ class SpatialGraphConv(keras.layers.Layer):
                 "`pooling` must be 'mean', 'max', 'attention' or None, "
                 f"got {pooling!r}."
             )
+        if node_update not in ("residual", "sage"):
+            raise ValueError(
+                f"`node_update` must be 'residual' or 'sage', got {node_update!r}."
+            )
         self.units = units
         self.grid_shape = tuple(grid_shape) if grid_shape else None
         self.adjacency = adjacency
@@ -130,6 +145,8 @@ class SpatialGraphConv(keras.layers.Layer):
         self.neighbourhood = neighbourhood
         self.attention_dim = attention_dim
         self.position_embedding = position_embedding
+        self.coordinates = coordinates
+        self.node_update = node_update
         self.pooling = pooling
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
@@ -169,8 +186,14 @@ class SpatialGraphConv(keras.layers.Layer):
         normalised = self.preprocess(
             grid_adjacency(height, width, self.neighbourhood)
         )
-        # A constant of the layer, not a weight: rebuilt from the config.
+        # Constants of the layer, not weights: rebuilt from the config.
         self.grid_matrix = ops.convert_to_numpy(normalised)
+        rows, cols = np.meshgrid(
+            np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij"
+        )
+        self.coordinate_matrix = np.stack(
+            [cols.reshape(-1), rows.reshape(-1)], axis=-1
+        ).astype("float32")
         if self.position_embedding:
             self.position_embeddings = self.add_weight(
                 name="position_embeddings",
@@ -179,13 +202,15 @@ class SpatialGraphConv(keras.layers.Layer):
             )
         self.grid_dense, self.learned_dense = [], []
         self.query_dense, self.key_dense, self.residual_dense = [], [], []
+        self.self_dense = []
         in_channels = channels
+        extra = 2 if self.coordinates else 0
         for index in range(self.num_layers):
             if self.adjacency in ("grid", "both"):
                 dense = keras.layers.Dense(
                     self.units, name=f"grid_dense_{index}", dtype=self.dtype_policy
                 )
-                dense.build((None, in_channels))
+                dense.build((None, in_channels + extra))
                 self.grid_dense.append(dense)
             if self.adjacency in ("learned", "both"):
                 dense = keras.layers.Dense(
@@ -205,10 +230,19 @@ class SpatialGraphConv(keras.layers.Layer):
                     dtype=self.dtype_policy,
                 )
                 for layer in (dense, query, key):
-                    layer.build((None, in_channels))
+                    layer.build((None, in_channels + extra))
                 self.learned_dense.append(dense)
                 self.query_dense.append(query)
                 self.key_dense.append(key)
+            if self.node_update == "sage":
+                dense = keras.layers.Dense(
+                    self.units,
+                    use_bias=False,
+                    name=f"self_dense_{index}",
+                    dtype=self.dtype_policy,
+                )
+                dense.build((None, in_channels + extra))
+                self.self_dense.append(dense)
             residual = None
             if in_channels != self.units:
                 residual = keras.layers.Dense(
@@ -244,21 +278,34 @@ class SpatialGraphConv(keras.layers.Layer):
         """The nodes after message passing, before pooling `(..., N, units)`."""
         if self.position_embedding:
             nodes = nodes + ops.cast(self.position_embeddings, nodes.dtype)
+        if self.coordinates:
+            coordinates = ops.broadcast_to(
+                ops.cast(self.coordinate_matrix, nodes.dtype),
+                tuple(ops.shape(nodes)[:-1]) + (2,),
+            )
         if adjacency is None:
             grid = ops.cast(self.grid_matrix, nodes.dtype)
         else:
             grid = ops.cast(self.preprocess(adjacency), nodes.dtype)
         for index in range(self.num_layers):
+            # Coordinates tag the messages (where a neighbour is); the node
+            # state itself stays in feature space, so the residual path
+            # carries the input unchanged when `units` equals its channels.
+            inputs = nodes
+            if self.coordinates:
+                inputs = ops.concatenate([nodes, coordinates], axis=-1)
             message = 0.0
             if self.adjacency in ("grid", "both"):
                 message = message + ops.matmul(
-                    grid, self.grid_dense[index](nodes)
+                    grid, self.grid_dense[index](inputs)
                 )
             if self.adjacency in ("learned", "both"):
-                attention = self.learned_adjacency(nodes, index)
+                attention = self.learned_adjacency(inputs, index)
                 message = message + ops.matmul(
-                    attention, self.learned_dense[index](nodes)
+                    attention, self.learned_dense[index](inputs)
                 )
+            if self.node_update == "sage":
+                message = message + self.self_dense[index](inputs)
             message = self.message_dropout(
                 self.activation(message), training=training
             )
@@ -303,6 +350,8 @@ class SpatialGraphConv(keras.layers.Layer):
                 "neighbourhood": self.neighbourhood,
                 "attention_dim": self.attention_dim,
                 "position_embedding": self.position_embedding,
+                "coordinates": self.coordinates,
+                "node_update": self.node_update,
                 "pooling": self.pooling,
                 "activation": keras.activations.serialize(self.activation),
                 "dropout": self.dropout,
