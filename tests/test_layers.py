@@ -116,9 +116,54 @@ def test_spatial_graph_conv_coordinates_and_node_update(node_update):
     )
 
 
-def test_spatial_graph_coordinates_tell_mirrored_frames_apart():
+def test_spatial_graph_conv_pooling_heads():
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    run_layer_test(
+        SpatialGraphConv,
+        {
+            "units": HIDDEN,
+            "adjacency": "grid",
+            "pooling": "attention",
+            "pooling_heads": 3,
+            "coordinates": True,
+            "attention_dim": 4,
+        },
+        [nodes],
+        (BATCH, FRAMES, HIDDEN),
+    )
+
+
+def test_spatial_graph_attention_pooling_reports_where_by_hand():
+    layer = SpatialGraphConv(
+        HIDDEN, grid_shape=(2, 2), pooling="attention", pooling_heads=3, coordinates=True
+    )
+    nodes = RNG.normal(size=(1, 2, 4, CHANNELS)).astype("float32")
+    out = keras.ops.convert_to_numpy(layer(nodes))
+    propagated = keras.ops.convert_to_numpy(layer.propagate(nodes))  # (1, 2, 4, H)
+    scores = propagated @ keras.ops.convert_to_numpy(layer.pool_score.kernel)
+    scores = scores + keras.ops.convert_to_numpy(layer.pool_score.bias)
+    weights = np.exp(scores - scores.max(-2, keepdims=True))
+    weights /= weights.sum(-2, keepdims=True)  # softmax over the 4 regions
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer.head_weights(propagated)), weights, atol=1e-5
+    )
+    coordinates = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], "float32")
+    what = np.einsum("btnh,btnc->bthc", weights, propagated)
+    where = np.einsum("btnh,nc->bthc", weights, coordinates)
+    pooled = np.concatenate([what, where], -1).reshape(1, 2, -1)
+    expected = pooled @ keras.ops.convert_to_numpy(layer.pool_output.kernel)
+    expected = expected + keras.ops.convert_to_numpy(layer.pool_output.bias)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    # The visualised region weights are the heads' mean: a distribution.
+    region = keras.ops.convert_to_numpy(layer.region_weights(propagated))
+    np.testing.assert_allclose(region, weights.mean(-1), atol=1e-5)
+    np.testing.assert_allclose(region.sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_spatial_graph_coordinates_tell_mirrored_frames_apart(pooling):
     # Without position embeddings or coordinates, message passing over the
-    # learned adjacency and mean pooling are permutation invariant: a frame
+    # learned adjacency and node pooling are permutation invariant: a frame
     # and its mirror image pool to the same vector. Fixed coordinates break
     # the tie: "red left, blue right" differs from "blue left, red right".
     frame = np.zeros((1, 1, 2, 2, CHANNELS), "float32")
@@ -130,11 +175,12 @@ def test_spatial_graph_coordinates_tell_mirrored_frames_apart():
         layer = SpatialGraphConv(
             HIDDEN,
             adjacency="learned",
-            pooling="mean",
             position_embedding=False,
             coordinates=coordinates,
             node_update="sage",
             attention_dim=4,
+            pooling=pooling,
+            pooling_heads=2,
         )
         out = keras.ops.convert_to_numpy(layer(pair))
         assert np.allclose(out[0], out[1], atol=1e-6) != differ
@@ -150,9 +196,11 @@ def test_spatial_graph_coordinates_by_hand():
     )
 
 
-def test_spatial_graph_rejects_unknown_node_update():
+def test_spatial_graph_rejects_bad_arguments():
     with pytest.raises(ValueError, match="node_update"):
         SpatialGraphConv(4, node_update="gin")
+    with pytest.raises(ValueError, match="pooling_heads"):
+        SpatialGraphConv(4, pooling_heads=0)
 
 
 def test_grid_adjacency_normalisation_matches_spektral_gcn_filter():

@@ -60,6 +60,13 @@ class SpatialGraphConv(keras.layers.Layer):
     beside its neighbours' (`act(X Ws + messages)`, GraphSAGE-style), so one
     round can form conjunctions such as "red, and something to my right".
     With `pooling` set, the nodes of each frame are pooled to one vector.
+    Attention pooling may use several heads (`pooling_heads`, e.g. one per
+    object it learns to look for); with `coordinates=True` each head also
+    reports *where* it looked, the attention-weighted `(x, y)`. Mean or max
+    pooling keeps "what" and loses "where"; this keeps both, so the temporal
+    model can compare positions between objects (left of, above) and over
+    time (moves toward, moves up). With more than one head, or coordinates,
+    the heads' `[what, where]` are projected back to `units`.
 
     **Mode**: batch and mixed, as spektral names them. The grid adjacency is
     one `(N, N)` matrix shared by every frame (mixed mode); the learned one is
@@ -86,6 +93,7 @@ class SpatialGraphConv(keras.layers.Layer):
             or `"sage"` (`act(X Ws + messages)` added to the node).
         pooling: str or None. `"mean"`, `"max"`, `"attention"` (a learned
             softmax over regions) or None to return the nodes.
+        pooling_heads: int. Heads of attention pooling.
         activation: str. Activation of each round.
         dropout: float. Dropout on the messages.
         **kwargs: Standard layer arguments.
@@ -119,6 +127,7 @@ class SpatialGraphConv(keras.layers.Layer):
         coordinates=False,
         node_update="residual",
         pooling="attention",
+        pooling_heads=1,
         activation="relu",
         dropout=0.0,
         **kwargs,
@@ -148,6 +157,9 @@ class SpatialGraphConv(keras.layers.Layer):
         self.coordinates = coordinates
         self.node_update = node_update
         self.pooling = pooling
+        self.pooling_heads = int(pooling_heads)
+        if self.pooling_heads < 1:
+            raise ValueError(f"`pooling_heads` must be >= 1, got {pooling_heads}.")
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
         self.supports_masking = True
@@ -257,11 +269,19 @@ class SpatialGraphConv(keras.layers.Layer):
         self.message_dropout = keras.layers.Dropout(
             self.dropout, dtype=self.dtype_policy
         )
+        self.pool_output = None
         if self.pooling == "attention":
             self.pool_score = keras.layers.Dense(
-                1, name="pool_score", dtype=self.dtype_policy
+                self.pooling_heads, name="pool_score", dtype=self.dtype_policy
             )
             self.pool_score.build((None, self.units))
+            if self.pooling_heads > 1 or self.coordinates:
+                self.pool_output = keras.layers.Dense(
+                    self.units, name="pool_output", dtype=self.dtype_policy
+                )
+                self.pool_output.build(
+                    (None, self.pooling_heads * (self.units + extra))
+                )
 
     def learned_adjacency(self, nodes, layer_index=0):
         """The row-normalised attention adjacency `(..., N, N)` of `nodes`."""
@@ -323,13 +343,29 @@ class SpatialGraphConv(keras.layers.Layer):
             return ops.mean(nodes, axis=-2)
         if self.pooling == "max":
             return ops.max(nodes, axis=-2)
-        weights = self.region_weights(nodes)
-        return ops.sum(nodes * ops.expand_dims(weights, -1), axis=-2)
+        weights = self.head_weights(nodes)  # (..., N, heads)
+        # (..., heads, N) x (..., N, units) -> (..., heads, units)
+        pooled = ops.matmul(ops.swapaxes(weights, -1, -2), nodes)
+        if self.pool_output is None:
+            return ops.squeeze(pooled, -2)
+        if self.coordinates:
+            where = ops.matmul(
+                ops.swapaxes(weights, -1, -2),
+                ops.cast(self.coordinate_matrix, nodes.dtype),
+            )
+            pooled = ops.concatenate([pooled, where], axis=-1)
+        shape = ops.shape(pooled)
+        pooled = ops.reshape(pooled, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
+        return self.pool_output(pooled)
+
+    def head_weights(self, nodes):
+        """Attention-pooling weights `(..., N, heads)`; each head sums to 1."""
+        return ops.softmax(self.pool_score(nodes), axis=-2)
 
     def region_weights(self, nodes):
-        """Attention-pooling weights over regions `(..., N)`; sum to 1."""
-        scores = ops.squeeze(self.pool_score(nodes), -1)
-        return ops.softmax(scores, axis=-1)
+        """Attention-pooling weights over regions `(..., N)`, the heads'
+        mean; sum to 1."""
+        return ops.mean(self.head_weights(nodes), axis=-1)
 
     def compute_output_shape(self, nodes_shape, adjacency_shape=None):
         if self.pooling is None:
@@ -353,6 +389,7 @@ class SpatialGraphConv(keras.layers.Layer):
                 "coordinates": self.coordinates,
                 "node_update": self.node_update,
                 "pooling": self.pooling,
+                "pooling_heads": self.pooling_heads,
                 "activation": keras.activations.serialize(self.activation),
                 "dropout": self.dropout,
             }
