@@ -55,8 +55,9 @@ class SpatialGraphConv(keras.layers.Layer):
     and, with `coordinates=True`, from two fixed channels holding the region's
     `(x, y)` in [-1, 1] appended to the inputs of every message (CoordConv,
     as relation networks tag their objects): left/right/above/below are what
-    the captions ask for. Each round is residual, `X' = X Wr + act(messages)` (`Wr` only when channels change);
-    with `node_update="sage"` a node's own features enter the activation
+    the captions ask for. Each round is residual, `X' = X Wr +
+    act(messages)` (`Wr` only when channels change); with
+    `node_update="sage"` a node's own features enter the activation
     beside its neighbours' (`act(X Ws + messages)`, GraphSAGE-style), so one
     round can form conjunctions such as "red, and something to my right".
     With `pooling` set, the nodes of each frame are pooled to one vector.
