@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import keras
 import numpy as np
@@ -208,7 +209,11 @@ def test_tiny_model_overfits_four_clips():
     dataset = tf.data.Dataset.from_tensor_slices(
         {"features": features, "frame_mask": np.ones((4, 3), bool), "caption": CAPTIONS}
     ).batch(4)
-    model.fit(dataset.repeat(150), verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(dataset.repeat(150), verbose=0)
+    # A tf.data pipeline shuffles itself: fit does not warn about `shuffle`.
+    assert not [w for w in caught if "shuffle" in str(w.message)]
     assert model.generate({"features": features}) == CAPTIONS
 
 

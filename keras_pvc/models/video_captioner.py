@@ -212,6 +212,19 @@ class VideoCaptioner(keras_hub.models.Task):
             config["self_critical"] = self.self_critical.config.get_config()
         return config
 
+    def fit(self, *args, **kwargs):
+        """`keras.Model.fit`, with `shuffle=False` by default for `tf.data`.
+
+        A `tf.data.Dataset` (what `keras_pvc.datasets` builds) shuffles in
+        its own pipeline; `fit` cannot shuffle one and warns when its
+        default `shuffle=True` meets one. Pass `shuffle` to choose.
+        """
+        x = args[0] if args else kwargs.get("x")
+        # `shuffle` is fit's 8th positional argument.
+        if "shuffle" not in kwargs and len(args) < 8 and hasattr(x, "element_spec"):
+            kwargs["shuffle"] = False
+        return super().fit(*args, **kwargs)
+
     def get_compile_config(self):
         return {"learning_rate": None}
 
