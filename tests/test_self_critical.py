@@ -393,7 +393,9 @@ def split_independent_decode(decoder, cache, max_length, seed_generator=None):
     if seed_generator is None:
         return original_decode(decoder, cache, max_length)
     rows = ops.shape(cache[0])[0]
-    video_key = ops.sum(cache[2], axis=(1, 2))
+    # Rounded: a batch of 4 and two of 2 give encoder states that can differ
+    # in the last bits (kernel blocking), which the hash below would amplify.
+    video_key = ops.round(ops.sum(cache[2], axis=(1, 2)) * 100.0)
     sample_key = ops.cast(ops.arange(rows) % 3, "float32")
     vocabulary = ops.cast(ops.arange(decoder.vocabulary_size), "float32")
     token_ids = ops.full((rows,), 2, "int32")
