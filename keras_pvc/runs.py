@@ -295,11 +295,10 @@ def train_run(
     if epochs and val_ds is not None and config.get("restore_best_weights"):
         from keras_pvc.training import BestWeights
 
-        if not resume and os.path.exists(os.path.join(out, "best.weights.h5")):
-            os.remove(os.path.join(out, "best.weights.h5"))
-        best = BestWeights(
-            os.path.join(out, "best.weights.h5"), os.path.join(out, "history.csv")
-        )
+        best_path = os.path.join(out, "best.weights.h5")
+        if not resume and os.path.exists(best_path):
+            os.remove(best_path)
+        best = BestWeights(best_path, os.path.join(out, "history.csv"))
     if epochs:
         model.fit(
             train_ds,

@@ -113,9 +113,10 @@ class BestWeights(keras.callbacks.Callback):
         self.path = path
         self.monitor = monitor
         self.best, self.best_epoch = float("inf"), None
-        history = read_history(history_csv) if history_csv else {}
+        # Without the file there is nothing to compare against.
+        history = read_history(history_csv) if history_csv and os.path.exists(path) else {}
         for epoch, value in zip(history.get("epoch", []), history.get(monitor, [])):
-            if value < self.best and os.path.exists(path):
+            if value < self.best:
                 self.best, self.best_epoch = value, int(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
