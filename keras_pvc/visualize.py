@@ -4,8 +4,8 @@ Three steps, each usable alone:
 
 - `explain_clip(model, frames, frame_mask)` captions one clip and computes
   what explains the caption: the decoder's attention over frames for every
-  generated word `(L, T)` and the spatial graph's attention-pooling weights
-  over the regions of every frame `(T, N)`.
+  generated word `(L, T)` and the spatial graph's pooling weights (attention
+  or keypoint heads) over the regions of every frame `(T, N)`.
 - `plot_clip(frames, frame_mask, caption, references, ...)` draws one PNG: the
   generated caption and the references, a strip of the real frames, the
   attention as a words x frames heatmap and the region weights as a
@@ -45,10 +45,11 @@ HIGHLIGHT_COLOR = "#ff9900"
 
 
 def graph_region_weights(layer, regions, adjacency=None):
-    """The attention-pooling weights of a `SpatialGraphConv` over regions.
+    """The pooling weights of a `SpatialGraphConv` over regions.
 
     Args:
-        layer: `SpatialGraphConv` with `pooling="attention"`.
+        layer: `SpatialGraphConv` with `pooling="attention"` or
+            `"keypoints"` (the heads' mean: where the layer looks).
         regions: float tensor `(..., N, C)`: the region features the layer
             takes (a `FrameCNN`'s output).
         adjacency: optional explicit adjacency, as `call` takes it.
@@ -58,9 +59,9 @@ def graph_region_weights(layer, regions, adjacency=None):
     """
     from keras import ops
 
-    if getattr(layer, "pooling", None) != "attention":
+    if getattr(layer, "pooling", None) not in ("attention", "keypoints"):
         raise ValueError(
-            "Region weights exist only for attention pooling; this graph "
+            "Region weights exist only for attention or keypoint pooling; this graph "
             f"pools with {getattr(layer, 'pooling', None)!r}."
         )
     nodes = ops.convert_to_tensor(regions, "float32")
@@ -100,8 +101,9 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
           over frames when it predicted each word (rows sum to 1 over real
           frames), or None for a decoder without attention;
         - `region_weights`: float array `(T, N)`, the spatial graph's
-          attention-pooling weights over each frame's regions (rows sum to
-          1), or None (a features model, no graph, or another pooling);
+          attention- or keypoint-pooling weights over each frame's regions
+          (the heads' mean; rows sum to 1), or None (a features model, no
+          graph, or mean/max pooling);
         - `grid_shape`: `(height, width)` of the region grid, or None.
     """
     from keras import ops
@@ -150,7 +152,7 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
     if (
         backbone.input_kind == "frames"
         and graph is not None
-        and getattr(graph, "pooling", None) == "attention"
+        and getattr(graph, "pooling", None) in ("attention", "keypoints")
     ):
         regions = backbone.frame_cnn(video, training=False)
         if len(regions.shape) == 4:

@@ -160,6 +160,69 @@ def test_spatial_graph_attention_pooling_reports_where_by_hand():
     np.testing.assert_allclose(region.sum(-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("num_layers", [0, 1])
+def test_spatial_graph_conv_keypoint_pooling(num_layers):
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    units = HIDDEN if num_layers else CHANNELS
+    run_layer_test(
+        SpatialGraphConv,
+        {
+            "units": units,
+            "adjacency": "both",
+            "num_layers": num_layers,
+            "pooling": "keypoints",
+            "pooling_heads": 3,
+            "coordinates": True,
+            "attention_dim": 4,
+        },
+        [nodes],
+        (BATCH, FRAMES, units + 2 * 3),
+    )
+
+
+def test_spatial_graph_keypoint_pooling_by_hand():
+    layer = SpatialGraphConv(
+        HIDDEN, grid_shape=(2, 2), adjacency="both", pooling="keypoints", pooling_heads=3
+    )
+    nodes = RNG.normal(size=(1, 2, 4, CHANNELS)).astype("float32")
+    out = keras.ops.convert_to_numpy(layer(nodes))
+    assert out.shape == (1, 2, HIDDEN + 6) and layer.output_dim == HIDDEN + 6
+    propagated = keras.ops.convert_to_numpy(layer.propagate(nodes))
+    scores = propagated @ keras.ops.convert_to_numpy(layer.pool_score.kernel)
+    scores = scores + keras.ops.convert_to_numpy(layer.pool_score.bias)
+    weights = np.exp(scores - scores.max(-2, keepdims=True))
+    weights /= weights.sum(-2, keepdims=True)  # (1, 2, 4, heads)
+    coordinates = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], "float32")
+    where = np.einsum("btnh,nc->bthc", weights, coordinates).reshape(1, 2, 6)
+    # "What" is the plain mean of the nodes; "where" each head's (x, y).
+    np.testing.assert_allclose(out[..., :HIDDEN], propagated.mean(-2), atol=1e-5)
+    np.testing.assert_allclose(out[..., HIDDEN:], where, atol=1e-5)
+
+
+def test_spatial_graph_keypoints_follow_a_moving_region():
+    # Pooling only (no message passing): one "red" channel lit in a different
+    # region of each frame. A head whose score is that channel, sharpened,
+    # reports the lit region's coordinates: the motion survives pooling.
+    layer = SpatialGraphConv(
+        CHANNELS,
+        grid_shape=(3, 3),
+        num_layers=0,
+        position_embedding=False,
+        pooling="keypoints",
+        pooling_heads=1,
+    )
+    frames = np.zeros((1, 3, 9, CHANNELS), "float32")
+    path = [0, 4, 8]  # top-left, centre, bottom-right
+    for t, region in enumerate(path):
+        frames[0, t, region, 0] = 1.0
+    layer(frames)
+    kernel = np.zeros((CHANNELS, 1), "float32")
+    kernel[0, 0] = 50.0
+    layer.pool_score.set_weights([kernel, np.zeros(1, "float32")])
+    where = keras.ops.convert_to_numpy(layer(frames))[0, :, CHANNELS:]
+    np.testing.assert_allclose(where, [[-1, -1], [0, 0], [1, 1]], atol=1e-3)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
 def test_spatial_graph_coordinates_tell_mirrored_frames_apart(pooling):
     # Without position embeddings or coordinates, message passing over the
@@ -201,6 +264,12 @@ def test_spatial_graph_rejects_bad_arguments():
         SpatialGraphConv(4, node_update="gin")
     with pytest.raises(ValueError, match="pooling_heads"):
         SpatialGraphConv(4, pooling_heads=0)
+    with pytest.raises(ValueError, match="pooling"):
+        SpatialGraphConv(4, pooling="sum")
+    with pytest.raises(ValueError, match="num_layers"):
+        SpatialGraphConv(4, num_layers=-1)
+    with pytest.raises(ValueError, match="must equal the input channels"):
+        SpatialGraphConv(4, num_layers=0)(np.zeros((1, 1, 4, 3), "float32"))
 
 
 def test_grid_adjacency_normalisation_matches_spektral_gcn_filter():

@@ -159,8 +159,19 @@ def test_graph_region_weights_are_the_layers_pooling_weights():
     assert weights.shape == (2, 3, 16)
     np.testing.assert_allclose(weights, seen[0], atol=1e-6)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
-    with pytest.raises(ValueError, match="attention pooling"):
+    with pytest.raises(ValueError, match="attention or keypoint pooling"):
         graph_region_weights(SpatialGraphConv(6, pooling="mean"), regions)
+
+
+def test_graph_region_weights_of_keypoint_pooling_are_the_heads_mean():
+    regions = np.random.default_rng(1).normal(size=(2, 3, 16, 5)).astype("float32")
+    layer = SpatialGraphConv(6, pooling="keypoints", pooling_heads=3)
+    weights = graph_region_weights(layer, regions)
+    heads = layer.head_weights(layer.propagate(regions))  # (2, 3, 16, 3)
+    np.testing.assert_allclose(
+        weights, np.asarray(heads).mean(-1), atol=1e-6
+    )
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
 
 
 def test_explain_clip(tiny_run):

@@ -68,6 +68,13 @@ class SpatialGraphConv(keras.layers.Layer):
     model can compare positions between objects (left of, above) and over
     time (moves toward, moves up). With more than one head, or coordinates,
     the heads' `[what, where]` are projected back to `units`.
+    `pooling="keypoints"` keeps the mean of the nodes ("what", untouched) and
+    appends, for each of `pooling_heads` learned detectors, the `(x, y)` its
+    softmax over regions points at (a spatial soft-argmax, as keypoint
+    networks read positions from feature maps): "what" and "where" side by
+    side, with no projection to mix them, `units + 2 * pooling_heads`
+    channels. `num_layers=0` skips message passing: the pooling alone (the
+    ablation that tells what the messages add).
 
     **Mode**: batch and mixed, as spektral names them. The grid adjacency is
     one `(N, N)` matrix shared by every frame (mixed mode); the learned one is
@@ -77,14 +84,16 @@ class SpatialGraphConv(keras.layers.Layer):
 
     **Input**: node features `(B, T, N, C)` (or `(B, N, C)` for single images).
 
-    **Output**: `(B, T, units)` with pooling, `(B, T, N, units)` without.
+    **Output**: `(B, T, units)` with pooling (`(B, T, units + 2 * heads)`
+    with `"keypoints"`), `(B, T, N, units)` without.
 
     Args:
         units: int. Output channels per node.
         grid_shape: tuple `(height, width)` with `height * width == N`, or
             None for a square grid inferred from `N`.
         adjacency: str. `"grid"`, `"learned"` or `"both"`.
-        num_layers: int. Rounds of message passing.
+        num_layers: int. Rounds of message passing; 0 for none (then
+            `units` must equal the input channels).
         neighbourhood: int. 8 or 4 neighbours in the grid adjacency.
         attention_dim: int. Query/key size of the learned adjacency.
         position_embedding: bool. Add a learned embedding per region.
@@ -93,8 +102,9 @@ class SpatialGraphConv(keras.layers.Layer):
         node_update: str. `"residual"` (`act(messages)` added to the node)
             or `"sage"` (`act(X Ws + messages)` added to the node).
         pooling: str or None. `"mean"`, `"max"`, `"attention"` (a learned
-            softmax over regions) or None to return the nodes.
-        pooling_heads: int. Heads of attention pooling.
+            softmax over regions), `"keypoints"` (the mean, plus where each
+            head looks) or None to return the nodes.
+        pooling_heads: int. Heads of attention or keypoint pooling.
         activation: str. Activation of each round.
         dropout: float. Dropout on the messages.
         **kwargs: Standard layer arguments.
@@ -114,6 +124,8 @@ class SpatialGraphConv(keras.layers.Layer):
     Reference:
     - [Kipf & Welling, 2017](https://arxiv.org/abs/1609.02907)
     - [Zhang et al., Object Relational Graph, 2020](https://arxiv.org/abs/2003.13942)
+    - [Finn et al., Deep Spatial Autoencoders, 2016](https://arxiv.org/abs/1509.06113)
+      (spatial soft-argmax)
     """
 
     def __init__(
@@ -139,11 +151,13 @@ class SpatialGraphConv(keras.layers.Layer):
                 "`adjacency` must be 'grid', 'learned' or 'both', "
                 f"got {adjacency!r}."
             )
-        if pooling not in ("mean", "max", "attention", None):
+        if pooling not in ("mean", "max", "attention", "keypoints", None):
             raise ValueError(
-                "`pooling` must be 'mean', 'max', 'attention' or None, "
-                f"got {pooling!r}."
+                "`pooling` must be 'mean', 'max', 'attention', 'keypoints' or "
+                f"None, got {pooling!r}."
             )
+        if num_layers < 0:
+            raise ValueError(f"`num_layers` must be >= 0, got {num_layers}.")
         if node_update not in ("residual", "sage"):
             raise ValueError(
                 f"`node_update` must be 'residual' or 'sage', got {node_update!r}."
@@ -194,6 +208,11 @@ class SpatialGraphConv(keras.layers.Layer):
 
     def build(self, nodes_shape, adjacency_shape=None):
         num_regions, channels = nodes_shape[-2], nodes_shape[-1]
+        if self.num_layers == 0 and channels != self.units:
+            raise ValueError(
+                "SpatialGraphConv: with `num_layers=0` (pooling only) `units` "
+                f"must equal the input channels, {channels}; got {self.units}."
+            )
         height, width = self._resolve_grid(num_regions)
         self.resolved_grid_shape = (height, width)
         normalised = self.preprocess(
@@ -271,12 +290,14 @@ class SpatialGraphConv(keras.layers.Layer):
             self.dropout, dtype=self.dtype_policy
         )
         self.pool_output = None
-        if self.pooling == "attention":
+        if self.pooling in ("attention", "keypoints"):
             self.pool_score = keras.layers.Dense(
                 self.pooling_heads, name="pool_score", dtype=self.dtype_policy
             )
             self.pool_score.build((None, self.units))
-            if self.pooling_heads > 1 or self.coordinates:
+            if self.pooling == "attention" and (
+                self.pooling_heads > 1 or self.coordinates
+            ):
                 self.pool_output = keras.layers.Dense(
                     self.units, name="pool_output", dtype=self.dtype_policy
                 )
@@ -345,6 +366,10 @@ class SpatialGraphConv(keras.layers.Layer):
         if self.pooling == "max":
             return ops.max(nodes, axis=-2)
         weights = self.head_weights(nodes)  # (..., N, heads)
+        if self.pooling == "keypoints":
+            return ops.concatenate(
+                [ops.mean(nodes, axis=-2), self.keypoints(weights)], axis=-1
+            )
         # (..., heads, N) x (..., N, units) -> (..., heads, units)
         pooled = ops.matmul(ops.swapaxes(weights, -1, -2), nodes)
         if self.pool_output is None:
@@ -359,6 +384,16 @@ class SpatialGraphConv(keras.layers.Layer):
         pooled = ops.reshape(pooled, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
         return self.pool_output(pooled)
 
+    def keypoints(self, weights):
+        """Where each head looked: weights `(..., N, heads)` ->
+        `(..., 2 * heads)`, the weighted `(x, y)` of every head in turn."""
+        where = ops.matmul(
+            ops.swapaxes(weights, -1, -2),
+            ops.cast(self.coordinate_matrix, weights.dtype),
+        )  # (..., heads, 2)
+        shape = ops.shape(where)
+        return ops.reshape(where, tuple(shape[:-2]) + (shape[-2] * 2,))
+
     def head_weights(self, nodes):
         """Attention-pooling weights `(..., N, heads)`; each head sums to 1."""
         return ops.softmax(self.pool_score(nodes), axis=-2)
@@ -371,7 +406,15 @@ class SpatialGraphConv(keras.layers.Layer):
     def compute_output_shape(self, nodes_shape, adjacency_shape=None):
         if self.pooling is None:
             return tuple(nodes_shape[:-1]) + (self.units,)
-        return tuple(nodes_shape[:-2]) + (self.units,)
+        return tuple(nodes_shape[:-2]) + (self.output_dim,)
+
+    @property
+    def output_dim(self):
+        """Channels of the pooled output: `units`, plus `2 * pooling_heads`
+        keypoint coordinates with `pooling="keypoints"`."""
+        if self.pooling == "keypoints":
+            return self.units + 2 * self.pooling_heads
+        return self.units
 
     def compute_mask(self, nodes, mask=None):
         return mask
