@@ -35,6 +35,7 @@ def cmd_demo(args):
 
 def cmd_train(args):
     from keras_pvc.runs import load_dataset_clips
+    from keras_pvc.runs import relation_clip_ids
     from keras_pvc.runs import train_run
 
     clips = load_dataset_clips(
@@ -52,6 +53,9 @@ def cmd_train(args):
     rl_options = {"num_samples": args.rl_samples, "baseline": args.rl_baseline}
     if args.rl_learning_rate:
         rl_options["learning_rate"] = args.rl_learning_rate
+    # A procedural dataset (`keras-pvc demo`'s): score the relation clips
+    # apart and check the captions against the scenes, as the demo does.
+    relations = relation_clip_ids(args.root) if args.dataset == "msvd" else set()
     train_run(
         clips,
         args.out,
@@ -64,7 +68,13 @@ def cmd_train(args):
         seed=args.seed,
         resume=args.resume,
         init_weights=args.init_weights,
+        subsets={"relations": relations} if relations else None,
     )
+    if relations:
+        from keras_pvc.demo import print_scene_accuracy
+        from keras_pvc.demo import score_scenes
+
+        print_scene_accuracy(score_scenes(args.out, args.root))
     return 0
 
 

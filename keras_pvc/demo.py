@@ -81,14 +81,7 @@ def run_demo(
     )
     summary["scene_accuracy"] = score_scenes(out, data_root)
     if verbose:
-        accuracy = summary["scene_accuracy"]
-        print(
-            f"Held-out captions that state their scene exactly: "
-            f"{100 * accuracy['exact']:.0f}% of {accuracy['num_clips']} (right shapes "
-            f"{100 * accuracy['shapes']:.0f}%, right kind of relation "
-            f"{100 * accuracy['relation']:.0f}%)",
-            flush=True,
-        )
+        print_scene_accuracy(summary["scene_accuracy"])
     if visuals:
         from keras_pvc.report import write_report
         from keras_pvc.visualize import visualize_run
@@ -98,6 +91,17 @@ def run_demo(
         if verbose:
             print(f"Report: {report}", flush=True)
     return summary
+
+
+def print_scene_accuracy(accuracy):
+    """One line: the shares of `score_scenes`'s result."""
+    print(
+        f"Held-out captions that state their scene exactly: "
+        f"{100 * accuracy['exact']:.0f}% of {accuracy['num_clips']} (right shapes "
+        f"{100 * accuracy['shapes']:.0f}%, right kind of relation "
+        f"{100 * accuracy['relation']:.0f}%)",
+        flush=True,
+    )
 
 
 def score_scenes(out, data_root):

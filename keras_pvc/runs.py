@@ -75,14 +75,20 @@ def check_features(features_dir, config):
 
 
 def relation_clip_ids(data_root):
-    """Procedural clips whose captions state a relation between two shapes."""
+    """Procedural clips whose captions state a relation between two shapes
+    (an empty set for a folder that is not a procedural dataset)."""
     import json
 
+    from keras_pvc.datasets.procedural import GENERATOR
+
     path = os.path.join(data_root, "metadata.json")
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         return set()
     with open(path, encoding="utf-8") as handle:
-        scenes = json.load(handle).get("scenes", {})
+        metadata = json.load(handle)
+    if not isinstance(metadata, dict) or metadata.get("generator") != GENERATOR:
+        return set()
+    scenes = metadata.get("scenes", {})
     return {
         clip_id for clip_id, scene in scenes.items() if len(scene.get("shapes", ())) == 2
     }

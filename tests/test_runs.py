@@ -192,3 +192,36 @@ def test_caption_command_reports_bad_files_and_captions_the_rest(
 
     code = main(["caption", str(garbage), "--model", str(run / "model"), "--beam", "3"])
     assert code == 1
+
+
+def test_train_command_on_a_procedural_folder_scores_like_the_demo(
+    procedural_root, tmp_path, capsys
+):
+    from keras_pvc.cli import main
+    from keras_pvc.runs import relation_clip_ids
+
+    out = tmp_path / "run"
+    # No training: the point is what the command reports, not the model.
+    code = main(["train", "--root", procedural_root, "--out", str(out), "--epochs", "0"])
+    assert code == 0
+    with open(out / "metrics.json") as handle:
+        metrics = json.load(handle)
+    with open(out / "predictions.json") as handle:
+        predictions = json.load(handle)
+    relations = relation_clip_ids(procedural_root)
+    assert relations and set(predictions) & relations
+    assert "relations" in metrics["metrics"]
+    assert metrics["scene_accuracy"]["num_clips"] == len(predictions)
+    assert "state their scene exactly" in capsys.readouterr().out
+
+
+def test_relation_clip_ids_only_reads_procedural_metadata(procedural_root, tmp_path):
+    from keras_pvc.runs import relation_clip_ids
+
+    with open(os.path.join(procedural_root, "metadata.json")) as handle:
+        scenes = json.load(handle)["scenes"]
+    expected = {k for k, scene in scenes.items() if len(scene["shapes"]) == 2}
+    assert relation_clip_ids(procedural_root) == expected
+    (tmp_path / "metadata.json").write_text(json.dumps({"scenes": scenes}))
+    assert relation_clip_ids(str(tmp_path)) == set()  # not the generator's
+    assert relation_clip_ids(str(tmp_path / "missing")) == set()
