@@ -85,7 +85,10 @@ def relation_clip_ids(data_root):
     if not os.path.isfile(path):
         return set()
     with open(path, encoding="utf-8") as handle:
-        metadata = json.load(handle)
+        try:
+            metadata = json.load(handle)
+        except ValueError as error:
+            raise ValueError(f"{path}: not valid JSON ({error}).") from None
     if not isinstance(metadata, dict) or metadata.get("generator") != GENERATOR:
         return set()
     scenes = metadata.get("scenes", {})

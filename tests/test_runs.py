@@ -225,3 +225,6 @@ def test_relation_clip_ids_only_reads_procedural_metadata(procedural_root, tmp_p
     (tmp_path / "metadata.json").write_text(json.dumps({"scenes": scenes}))
     assert relation_clip_ids(str(tmp_path)) == set()  # not the generator's
     assert relation_clip_ids(str(tmp_path / "missing")) == set()
+    (tmp_path / "metadata.json").write_text("{truncated")
+    with pytest.raises(ValueError, match="metadata.json: not valid JSON"):
+        relation_clip_ids(str(tmp_path))
