@@ -375,22 +375,23 @@ class SpatialGraphConv(keras.layers.Layer):
         if self.pool_output is None:
             return ops.squeeze(pooled, -2)
         if self.coordinates:
-            where = ops.matmul(
-                ops.swapaxes(weights, -1, -2),
-                ops.cast(self.coordinate_matrix, nodes.dtype),
-            )
-            pooled = ops.concatenate([pooled, where], axis=-1)
+            pooled = ops.concatenate([pooled, self._where(weights)], axis=-1)
         shape = ops.shape(pooled)
         pooled = ops.reshape(pooled, tuple(shape[:-2]) + (shape[-2] * shape[-1],))
         return self.pool_output(pooled)
 
+    def _where(self, weights):
+        """Weights `(..., N, heads)` -> each head's weighted `(x, y)`,
+        `(..., heads, 2)`."""
+        return ops.matmul(
+            ops.swapaxes(weights, -1, -2),
+            ops.cast(self.coordinate_matrix, weights.dtype),
+        )
+
     def keypoints(self, weights):
         """Where each head looked: weights `(..., N, heads)` ->
         `(..., 2 * heads)`, the weighted `(x, y)` of every head in turn."""
-        where = ops.matmul(
-            ops.swapaxes(weights, -1, -2),
-            ops.cast(self.coordinate_matrix, weights.dtype),
-        )  # (..., heads, 2)
+        where = self._where(weights)
         shape = ops.shape(where)
         return ops.reshape(where, tuple(shape[:-2]) + (shape[-2] * 2,))
 
