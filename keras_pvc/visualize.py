@@ -108,7 +108,6 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
     """
     from keras import ops
 
-    from keras_pvc.models.video_captioner import get_sampler
     from keras_pvc.models.video_captioner_preprocessor import BOS_ID
     from keras_pvc.models.video_captioner_preprocessor import EOS_ID
     from keras_pvc.models.video_captioner_preprocessor import PAD_ID
@@ -121,7 +120,7 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
     inputs = {backbone.input_kind: video, "frame_mask": frame_mask}
 
     generated = np.asarray(
-        ops.convert_to_numpy(model.generate_ids(inputs, get_sampler(sampler)))
+        ops.convert_to_numpy(model.generate_ids(inputs, sampler))
     )[0]
     ids = []
     for token in generated:

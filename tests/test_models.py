@@ -2,6 +2,7 @@ import os
 import warnings
 
 import keras
+import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -199,6 +200,24 @@ def test_generate_returns_clean_strings(sampler):
     for caption in captions:
         assert isinstance(caption, str)
         assert not any(token in caption for token in ("<pad>", "<bos>", "<eos>", "<unk>"))
+
+
+def test_generate_traces_once_per_sampler():
+    model = tiny_model()
+    inputs = tiny_inputs(model)
+    decoder = model.backbone.caption_decoder
+    step, calls = decoder.step, []
+    decoder.step = lambda *args: calls.append(1) or step(*args)
+    first = model.generate(inputs, sampler="greedy")
+    traced = len(calls)
+    assert traced > 0
+    # A sampler named again reuses the traced decoding loop: no Python steps.
+    assert model.generate(inputs, sampler="greedy") == first
+    assert model.generate_ids(inputs, "greedy").shape[0] == 2
+    assert len(calls) == traced
+    # A new sampler instance (other settings) traces its own loop.
+    model.generate(inputs, sampler=keras_hub.samplers.TopKSampler(k=2, seed=1))
+    assert len(calls) > traced
 
 
 def test_tiny_model_overfits_four_clips():

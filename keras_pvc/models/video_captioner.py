@@ -66,7 +66,10 @@ class VideoCaptioner(keras_hub.models.Task):
         outputs = backbone(inputs)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
+        # Traced `generate` functions by sampler, and one sampler instance per
+        # name: `generate(x, "greedy")` traces once, not on every call.
         self._generate_functions = {}
+        self._named_samplers = {}
         self.self_critical = None
         if self_critical is not None:
             self.enable_self_critical(**self_critical)
@@ -284,8 +287,11 @@ class VideoCaptioner(keras_hub.models.Task):
         import tensorflow as tf
 
         key = (id(sampler), max_length, length_penalty)
-        if key in self._generate_functions:
-            return self._generate_functions[key]
+        # The entry keeps its sampler alive, so its id is not reused.
+        cached_sampler, cached = self._generate_functions.get(key, (None, None))
+        if cached_sampler is sampler:
+            return cached
+        original_sampler = sampler
         backbone = self.backbone
         decoder = backbone.caption_decoder
         rerank = isinstance(sampler, keras_hub.samplers.BeamSampler) and (
@@ -366,14 +372,22 @@ class VideoCaptioner(keras_hub.models.Task):
                 return best_beam(token_ids[0], sequence, frame_mask, hidden, cell)
             return token_ids[:, 1:]
 
-        self._generate_functions[key] = generate
+        self._generate_functions[key] = (original_sampler, generate)
         return generate
+
+    def _get_sampler(self, sampler):
+        """`get_sampler`, with one instance per name for this model."""
+        if not isinstance(sampler, str):
+            return get_sampler(sampler)
+        if sampler not in self._named_samplers:
+            self._named_samplers[sampler] = get_sampler(sampler)
+        return self._named_samplers[sampler]
 
     def generate_ids(
         self, inputs, sampler="greedy", max_length=None, length_penalty=1.0
     ):
         """Like `generate` but returns token ids `(B, max_length)`."""
-        sampler = get_sampler(sampler)
+        sampler = self._get_sampler(sampler)
         max_length = max_length or self.caption_length + 1
         inputs = {
             key: ops.convert_to_tensor(value)
@@ -423,7 +437,7 @@ class VideoCaptioner(keras_hub.models.Task):
                 "`generate` needs a preprocessor with a vocabulary to turn "
                 "ids into words; set `model.preprocessor`."
             )
-        sampler = get_sampler(sampler)
+        sampler = self._get_sampler(sampler)
         captions = []
         for batch in self._iterate_batches(inputs, batch_size):
             token_ids = self.generate_ids(batch, sampler, max_length, length_penalty)
