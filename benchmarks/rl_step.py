@@ -21,6 +21,8 @@ import os
 import platform
 import time
 
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as `import keras_pvc` sets it
+
 import keras
 import numpy as np
 import tensorflow as tf

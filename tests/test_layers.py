@@ -160,8 +160,8 @@ def test_spatial_graph_attention_pooling_reports_where_by_hand():
     np.testing.assert_allclose(region.sum(-1), 1.0, atol=1e-5)
 
 
-@pytest.mark.parametrize("num_layers", [0, 1])
-def test_spatial_graph_conv_keypoint_pooling(num_layers):
+@pytest.mark.parametrize("num_layers,summary", [(0, "max"), (1, "mean")])
+def test_spatial_graph_conv_keypoint_pooling(num_layers, summary):
     nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
     units = HIDDEN if num_layers else CHANNELS
     run_layer_test(
@@ -172,6 +172,7 @@ def test_spatial_graph_conv_keypoint_pooling(num_layers):
             "num_layers": num_layers,
             "pooling": "keypoints",
             "pooling_heads": 3,
+            "keypoint_summary": summary,
             "coordinates": True,
             "attention_dim": 4,
         },
@@ -180,9 +181,15 @@ def test_spatial_graph_conv_keypoint_pooling(num_layers):
     )
 
 
-def test_spatial_graph_keypoint_pooling_by_hand():
+@pytest.mark.parametrize("summary", ["mean", "max"])
+def test_spatial_graph_keypoint_pooling_by_hand(summary):
     layer = SpatialGraphConv(
-        HIDDEN, grid_shape=(2, 2), adjacency="both", pooling="keypoints", pooling_heads=3
+        HIDDEN,
+        grid_shape=(2, 2),
+        adjacency="both",
+        pooling="keypoints",
+        pooling_heads=3,
+        keypoint_summary=summary,
     )
     nodes = RNG.normal(size=(1, 2, 4, CHANNELS)).astype("float32")
     out = keras.ops.convert_to_numpy(layer(nodes))
@@ -194,8 +201,9 @@ def test_spatial_graph_keypoint_pooling_by_hand():
     weights /= weights.sum(-2, keepdims=True)  # (1, 2, 4, heads)
     coordinates = np.array([[-1, -1], [1, -1], [-1, 1], [1, 1]], "float32")
     where = np.einsum("btnh,nc->bthc", weights, coordinates).reshape(1, 2, 6)
-    # "What" is the plain mean of the nodes; "where" each head's (x, y).
-    np.testing.assert_allclose(out[..., :HIDDEN], propagated.mean(-2), atol=1e-5)
+    # "What" is the plain mean (or max) of the nodes; "where" each head's (x, y).
+    what = propagated.max(-2) if summary == "max" else propagated.mean(-2)
+    np.testing.assert_allclose(out[..., :HIDDEN], what, atol=1e-5)
     np.testing.assert_allclose(out[..., HIDDEN:], where, atol=1e-5)
 
 
@@ -268,6 +276,8 @@ def test_spatial_graph_rejects_bad_arguments():
         SpatialGraphConv(4, pooling="sum")
     with pytest.raises(ValueError, match="num_layers"):
         SpatialGraphConv(4, num_layers=-1)
+    with pytest.raises(ValueError, match="keypoint_summary"):
+        SpatialGraphConv(4, pooling="keypoints", keypoint_summary="sum")
     with pytest.raises(ValueError, match="must equal the input channels"):
         SpatialGraphConv(4, num_layers=0)(np.zeros((1, 1, 4, 3), "float32"))
 

@@ -24,8 +24,8 @@ class FastLSTM(keras.layers.Layer):
     timestep's input by the kernel inside its loop, `T` small `(B, D) x
     (D, 4U)` matmuls; this layer does `(B*T, D) x (D, 4U)` once, outside the
     loop, and keeps only `h @ recurrent_kernel` and the gates in the loop.
-    The loop stays in the graph (`keras.ops.scan`), so there is no Python
-    per timestep. Its backward pass is written by hand (BPTT, see
+    The loop stays in the graph (a `tf.while_loop` on TensorFlow,
+    `keras.ops.scan` elsewhere), so there is no Python per timestep. Its backward pass is written by hand (BPTT, see
     `_recurrence_with_bptt`): a reverse scan for the gate gradients, then the
     recurrent kernel's gradient as one matmul over all timesteps, instead of
     automatic differentiation through the loop (about 1.8x faster fwd+bwd).
@@ -59,8 +59,8 @@ class FastLSTM(keras.layers.Layer):
         recurrent_initializer: initializer for `recurrent_kernel`.
         bias_initializer: initializer for `bias`.
         seed: int or None. Dropout seed.
-        loop: str. `"scan"` (`keras.ops.scan` with the hand-written
-            backward pass; any backend, tested on TensorFlow) or
+        loop: str. `"scan"` (the hand-written backward pass, looped by
+            `_scan`; any backend, tested on TensorFlow) or
             `"while_loop"` (a plain `tf.while_loop` and TensorFlow's
             autodiff; TensorFlow only). With a mask and
             `zero_output_for_mask=False`, `"scan"` also uses autodiff.
@@ -330,15 +330,15 @@ def _recurrence_with_bptt(projected, hidden, cell, recurrent_kernel, mask):
                 output = output * step_mask
                 new_hidden = output + (1.0 - step_mask) * previous_hidden
                 carried_cell = step_mask * new_cell + (1.0 - step_mask) * previous_cell
-            # `ops.scan` on TensorFlow stacks per-step values shaped like the
-            # carry, so the carry holds one of each thing saved per step.
+            # `_scan` stacks per-step values shaped like the carry, so the
+            # carry holds one of each thing saved per step.
             carry = (new_hidden, carried_cell, gates, new_cell, output)
             return carry, carry
 
         zeros = ops.zeros_like(hidden)
         initial = (hidden, cell, ops.zeros_like(projected[0]), zeros, zeros)
         xs = projected if step_masks is None else (projected, step_masks)
-        final, saved = ops.scan(forward_step, initial, xs, unroll=_scan_unroll())
+        final, saved = _scan(forward_step, initial, xs)
         hiddens, cells, all_gates, new_cells, outputs = saved
 
         def backward(*upstream, **kwargs):
@@ -397,8 +397,8 @@ def _recurrence_with_bptt(projected, hidden, cell, recurrent_kernel, mask):
             if step_masks is not None:
                 xs = xs + (step_masks,)
             initial = (d_hidden, d_cell, ops.zeros_like(projected[0]))
-            (d_hidden, d_cell, _), (_, _, d_projected) = ops.scan(
-                backward_step, initial, xs, reverse=True, unroll=_scan_unroll()
+            (d_hidden, d_cell, _), (_, _, d_projected) = _scan(
+                backward_step, initial, xs, reverse=True
             )
             d_recurrent_kernel = ops.matmul(
                 ops.transpose(ops.reshape(previous_hiddens, (-1, units))),
@@ -415,6 +415,56 @@ def _recurrence_with_bptt(projected, hidden, cell, recurrent_kernel, mask):
 
     return recurrence(projected, hidden, cell, recurrent_kernel)
 
+
+def _scan(step, init, xs, reverse=False):
+    """`keras.ops.scan` for a `step` whose per-step output is its carry.
+
+    On TensorFlow, `ops.scan` passes the carry from step to step through
+    size-1 `TensorArray`s (a write and a read of every carried tensor per
+    step); this `tf.while_loop` carries plain tensors and writes each step's
+    output once. Other backends use `ops.scan`.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return ops.scan(step, init, xs, reverse=reverse, unroll=_scan_unroll())
+    import tensorflow as tf
+
+    xs_flat = [tf.convert_to_tensor(x) for x in tf.nest.flatten(xs)]
+    init_flat = [tf.convert_to_tensor(x) for x in tf.nest.flatten(init)]
+    num_steps = tf.shape(xs_flat[0])[0]
+    inputs = [
+        tf.TensorArray(x.dtype, size=num_steps, element_shape=x.shape[1:]).unstack(x)
+        for x in xs_flat
+    ]
+    outputs = [
+        tf.TensorArray(x.dtype, size=num_steps, element_shape=x.shape)
+        for x in init_flat
+    ]
+
+    def body(index, carry, outputs):
+        step_inputs = tf.nest.pack_sequence_as(
+            xs, [array.read(index) for array in inputs]
+        )
+        carry, ys = step(tf.nest.pack_sequence_as(init, carry), step_inputs)
+        outputs = [
+            array.write(index, y) for array, y in zip(outputs, tf.nest.flatten(ys))
+        ]
+        return index + (-1 if reverse else 1), tf.nest.flatten(carry), outputs
+
+    _, carry, outputs = tf.while_loop(
+        (lambda index, *_: index >= 0) if reverse else (lambda index, *_: index < num_steps),
+        body,
+        (num_steps - 1 if reverse else tf.constant(0), init_flat, outputs),
+        parallel_iterations=PARALLEL_ITERATIONS,
+    )
+    stacked = []
+    for array, like in zip(outputs, init_flat):
+        output = array.stack()
+        output.set_shape(xs_flat[0].shape[:1].concatenate(like.shape))
+        stacked.append(output)
+    return (
+        tf.nest.pack_sequence_as(init, carry),
+        tf.nest.pack_sequence_as(init, stacked),
+    )
 
 def _tf_while_loop(step, projected, state, mask):
     """`loop="while_loop"`: the recurrence as a bare `tf.while_loop`.
