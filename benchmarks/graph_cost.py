@@ -3,9 +3,10 @@
 Two tables:
 
 1. One `train_on_batch` step of the `procedural` preset (batch 32, 8 frames
-   of 64x64, captions of 12, random data) with the preset's graph, without a
-   graph, and with only the grid or only the learned adjacency. This is the
-   step `keras-pvc demo` repeats 750 times.
+   of 64x64, captions of 12, random data) with the preset's keypoint
+   readout, without a graph, and with a round of message passing (the grid
+   adjacency, the learned one, or both, then mean pooling: the previous
+   preset's graph). This is the step `keras-pvc demo` repeats 750 times.
 2. The fixed-grid message `D^-1/2 (A+I) D^-1/2 X` for every frame of such a
    batch (`(32, 8, 64, 64)`), forward and backward, three ways: the `(N, N)`
    matmul broadcast over frames (what `SpatialGraphConv` does), one 2-D
@@ -42,12 +43,14 @@ CHANNELS = 64
 VOCABULARY = ["<pad>", "<unk>", "<bos>", "<eos>"] + [f"w{i}" for i in range(39)]
 OUTPUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "graph_cost.json")
 
-GRAPH = {"units": 64, "coordinates": True, "node_update": "sage", "pooling": "mean"}
+# One round of message passing + mean pooling: the previous preset's graph.
+MESSAGES = {"units": 64, "coordinates": True, "node_update": "sage", "pooling": "mean"}
 VARIANTS = {
-    "preset graph (grid + learned)": {},
+    "preset (max + 16 keypoints, no messages)": {},
     "no graph": {"graph": None},
-    "grid adjacency only": {"graph": {**GRAPH, "adjacency": "grid"}},
-    "learned adjacency only": {"graph": {**GRAPH, "adjacency": "learned"}},
+    "messages (grid + learned) + mean": {"graph": {**MESSAGES, "adjacency": "both"}},
+    "messages (grid only) + mean": {"graph": {**MESSAGES, "adjacency": "grid"}},
+    "messages (learned only) + mean": {"graph": {**MESSAGES, "adjacency": "learned"}},
 }
 
 

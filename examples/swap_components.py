@@ -118,8 +118,9 @@ def build_variant(name, vocabulary):
     backbone = base.backbone
     graph, encoder = backbone.spatial_graph, backbone.temporal_encoder
     if name == "another graph":
-        # The encoder is already built for the preset graph's width.
-        units = config["graph"]["units"]
+        # The encoder is already built for the preset graph's output width
+        # (its keypoint readout: units + 2 * heads channels).
+        units = graph.output_dim
         graph = spektral_graph(units) or SpatialGraphConv(
             units, adjacency="learned", name="spatial_graph"
         )
