@@ -17,7 +17,7 @@ import os
 # oneDNN kernels for TensorFlow's CPU convolutions and matmuls. TensorFlow
 # enables them by default only on CPUs with AVX-512 VNNI, BF16 or AMX; on the
 # AVX2 machines this project is measured on they make a `procedural` training
-# step 1.3x and batch-1 greedy decoding of `s2vt` 1.8x faster (README,
+# step 1.5x and batch-1 greedy decoding of `s2vt` about 2x faster (README,
 # Performance). Takes effect only if TensorFlow is not imported yet (import
 # keras_pvc first); `TF_ENABLE_ONEDNN_OPTS=0` opts out.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
