@@ -112,8 +112,14 @@ def test_masked_steps_carry_the_state(loop):
 
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("zero_output_for_mask", [True, False])
-def test_gradients_equal_keras_lstm(loop, zero_output_for_mask):
+@pytest.mark.parametrize("full_mask", [False, True])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_gradients_equal_keras_lstm(loop, zero_output_for_mask, full_mask, compiled):
+    # A mask of all True takes FastLSTM's unmasked loop (`ops.cond`), eagerly
+    # and inside a `tf.function`; it must still equal the masked reference.
     sequences, mask, hidden, cell = _inputs()
+    if full_mask:
+        mask = np.ones_like(mask)
     fast, reference = _pair(
         loop,
         return_sequences=True,
@@ -136,6 +142,8 @@ def test_gradients_equal_keras_lstm(loop, zero_output_for_mask):
             )
         return tape.gradient(loss, layer.trainable_weights + inputs)
 
+    if compiled:
+        gradients = tf.function(gradients)
     _assert_all_close(gradients(fast), gradients(reference))
 
 
