@@ -25,7 +25,8 @@ class FastLSTM(keras.layers.Layer):
     (D, 4U)` matmuls; this layer does `(B*T, D) x (D, 4U)` once, outside the
     loop, and keeps only `h @ recurrent_kernel` and the gates in the loop.
     The loop stays in the graph (a `tf.while_loop` on TensorFlow,
-    `keras.ops.scan` elsewhere), so there is no Python per timestep. Its backward pass is written by hand (BPTT, see
+    `keras.ops.scan` elsewhere), so there is no Python per timestep. Its
+    backward pass is written by hand (BPTT, see
     `_recurrence_with_bptt`): a reverse scan for the gate gradients, then the
     recurrent kernel's gradient as one matmul over all timesteps, instead of
     automatic differentiation through the loop (about 1.8x faster fwd+bwd).
@@ -188,13 +189,16 @@ class FastLSTM(keras.layers.Layer):
             return carry, (output,) + carry[1:]
 
         if mask is None or self.zero_output_for_mask:
-            recurrence = lambda step_mask: _recurrence_with_bptt(  # noqa: E731
-                projected,
-                initial_state[0],
-                initial_state[1],
-                recurrent_kernel,
-                step_mask,
-            )
+
+            def recurrence(step_mask):
+                return _recurrence_with_bptt(
+                    projected,
+                    initial_state[0],
+                    initial_state[1],
+                    recurrent_kernel,
+                    step_mask,
+                )
+
             if mask is None:
                 return recurrence(None)
             # Most batches mask nothing (every video has all its frames): they
