@@ -137,11 +137,11 @@ def main():
     messages = grid_messages(args.steps)
     baseline = next(r for r in steps if r["variant"] == "no graph")["step_seconds"]
     print(f"\nprocedural preset, one training step (batch {BATCH_SIZE}), median of {args.steps}")
-    print(f"| {'variant':30s} | step (s) | vs no graph | params |")
+    print(f"| {'variant':42s} | step (s) | vs no graph | params |")
     print("|---|---|---|---|")
     for row in steps:
         print(
-            f"| {row['variant']:30s} | {row['step_seconds']:.3f} | "
+            f"| {row['variant']:42s} | {row['step_seconds']:.3f} | "
             f"{row['step_seconds'] / baseline:.2f}x | {row['parameters']:,} |"
         )
     print(f"\ngrid message of ({BATCH_SIZE}, {NUM_FRAMES}, {GRID * GRID}, {CHANNELS}), forward + backward")

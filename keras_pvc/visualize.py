@@ -451,7 +451,6 @@ def visualize_run(run_dir, num_clips=8, out_dir=None, split="test", sampler="gre
     """
     import keras_pvc
     from keras_pvc.datasets.msvd import load_msvd
-    from keras_pvc.models.video_captioner import get_sampler
     from keras_pvc.video import read_frames
 
     run_dir = os.fspath(run_dir)
@@ -470,7 +469,6 @@ def visualize_run(run_dir, num_clips=8, out_dir=None, split="test", sampler="gre
         for clip in load_msvd(os.path.join(run_dir, "data"))
         if clip.split == split and clip.video_path and os.path.exists(clip.video_path)
     ][:num_clips]
-    sampler = get_sampler(sampler)  # one instance: `generate` compiles once
     os.makedirs(out_dir, exist_ok=True)
     index = []
     for clip in clips:

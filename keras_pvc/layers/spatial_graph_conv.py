@@ -69,8 +69,9 @@ class SpatialGraphConv(keras.layers.Layer):
     time (moves toward, moves up). With more than one head, or coordinates,
     the heads' `[what, where]` are projected back to `units`.
     `pooling="keypoints"` keeps the mean (or, with `keypoint_summary="max"`,
-    the max) of the nodes ("what", untouched) and appends, for each of `pooling_heads` learned detectors, the `(x, y)` its
-    softmax over regions points at (a spatial soft-argmax, as keypoint
+    the max) of the nodes ("what", untouched) and appends, for each of
+    `pooling_heads` learned detectors, the `(x, y)` its softmax over regions
+    points at (a spatial soft-argmax, as keypoint
     networks read positions from feature maps): "what" and "where" side by
     side, with no projection to mix them, `units + 2 * pooling_heads`
     channels. `num_layers=0` skips message passing: the pooling alone (the
@@ -102,8 +103,8 @@ class SpatialGraphConv(keras.layers.Layer):
         node_update: str. `"residual"` (`act(messages)` added to the node)
             or `"sage"` (`act(X Ws + messages)` added to the node).
         pooling: str or None. `"mean"`, `"max"`, `"attention"` (a learned
-            softmax over regions), `"keypoints"` (the mean, plus where each
-            head looks) or None to return the nodes.
+            softmax over regions), `"keypoints"` (the mean or max, plus where
+            each head looks) or None to return the nodes.
         pooling_heads: int. Heads of attention or keypoint pooling.
         keypoint_summary: str. "What" beside the keypoints: `"mean"` or
             `"max"` over the nodes. Max keeps a small object's features
