@@ -22,6 +22,12 @@ subprocess) so that a change of machine load hits every configuration alike;
 the table gives the median over rounds, and each ratio is the median of the
 per-round ratios (paired within a round). On a shared machine use R >= 3.
 
+`gemm_floor` (on by default with `s2vt` or `torch_s2vt`; `--no-gemm-floor`
+to skip) times, in TensorFlow, every matrix multiply one `s2vt` training step
+must do (forward and backward, at their own shapes; `s2vt_gemms`) and adds
+them up: a floor no framework's step can go under on this CPU with these
+kernels, so `step / floor` says how much of a step is anything but matmuls.
+
 Prints a table and writes `benchmarks/results/train_throughput.json`. Never
 asserts times. Needs `torch` for the torch rows (`pip install torch`, the
 `bench` extra); they are skipped without it.
@@ -71,6 +77,85 @@ def random_batch(rng, feature_shape, num_frames):
     padding_mask = rng.random((BATCH_SIZE, tokens)) < 0.8
     padding_mask[:, 0] = True
     return features, token_ids, labels, padding_mask
+
+
+EMBEDDING_DIM = 500  # the `s2vt` preset's
+FEATURE_DIM = 4096
+
+
+def s2vt_gemms():
+    """`(what, M, K, N, count)` for every matmul of one `s2vt` training step.
+
+    Forward `(M, K) x (K, N)`; the backward of `y = x @ w` is `dw = x^T @ dy`
+    `(K, M) x (M, N)` and, where `x` needs a gradient, `dx = dy @ w^T`
+    `(M, N) x (N, K)`. The recurrent kernels' gradients are one matmul over
+    all timesteps (as FastLSTM and PyTorch take them); the per-step matmuls
+    of the recurrence run once per step forward and once backward.
+    """
+    frames = BATCH_SIZE * NUM_FRAMES
+    words = BATCH_SIZE * (CAPTION_LENGTH + 1)
+    hidden, gates = HIDDEN_DIM, 4 * HIDDEN_DIM
+    rows = []
+
+    def dense(what, m, k, n, input_gradient=True):
+        rows.append((f"{what} forward", m, k, n, 1))
+        rows.append((f"{what} kernel gradient", k, m, n, 1))
+        if input_gradient:
+            rows.append((f"{what} input gradient", m, n, k, 1))
+
+    dense("frame projection 4096->1000", frames, FEATURE_DIM, hidden, input_gradient=False)
+    dense("encoder LSTM input projection", frames, hidden, gates)
+    dense("decoder LSTM input projection", words, EMBEDDING_DIM, gates)
+    for what, steps, rows_total in (
+        ("encoder", NUM_FRAMES, frames),
+        ("decoder", CAPTION_LENGTH + 1, words),
+    ):
+        rows.append((f"{what} recurrence h @ U (per step)", BATCH_SIZE, hidden, gates, steps))
+        rows.append((f"{what} recurrence dz @ U^T (per step)", BATCH_SIZE, gates, hidden, steps))
+        rows.append((f"{what} recurrent kernel gradient", hidden, rows_total, gates, 1))
+    dense("output layer 1000->3000", words, hidden, VOCABULARY_SIZE)
+    return rows
+
+
+def run_gemm_floor():
+    """Times each matmul of `s2vt_gemms` in TensorFlow; returns the sum."""
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(SEED)
+    total, parts, flops = 0.0, [], 0
+    for what, m, k, n, count in s2vt_gemms():
+        a = tf.constant(rng.normal(size=(m, k)).astype("float32"))
+        b = tf.constant(rng.normal(size=(k, n)).astype("float32"))
+
+        @tf.function
+        def repeated(a=a, b=b, count=count):
+            # `count` dependent-free matmuls in one graph call (the
+            # recurrence's per-step products), summed so none is pruned.
+            out = tf.zeros((m, n))
+            for _ in tf.range(count):
+                out += tf.matmul(a, b)
+            return out
+
+        repeated().numpy()
+        seconds = []
+        for _ in range(7):
+            start = time.perf_counter()
+            repeated().numpy()
+            seconds.append(time.perf_counter() - start)
+        median = float(np.median(seconds))
+        total += median
+        flops += 2 * m * k * n * count
+        parts.append({"what": what, "shape": [m, k, n], "count": count, "seconds": median})
+    details = {
+        "lstm": "(matmuls only)",
+        "num_frames": NUM_FRAMES,
+        "parameters": 0,
+        "gemms": parts,
+        "gflop_per_step": flops / 1e9,
+    }
+    return details, [total]
 
 
 def use_keras_lstm():
@@ -174,7 +259,9 @@ def child(config, msvd_frames, torch_threads=None):
 
     import numpy as np
 
-    if config.startswith("torch"):
+    if config == "gemm_floor":
+        details, seconds = run_gemm_floor()
+    elif config.startswith("torch"):
         details, seconds = run_torch(config, torch_threads)
     else:
         details, seconds = run_keras(config, msvd_frames)
@@ -232,6 +319,10 @@ def main():
         "--rounds", type=int, default=1,
         help="run the configurations round-robin this many times (paired ratios)",
     )
+    parser.add_argument(
+        "--no-gemm-floor", action="store_true",
+        help="skip timing the s2vt step's matmuls alone (the gemm_floor row)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -244,6 +335,8 @@ def main():
             print(f"skipping {config}: torch is not installed (pip install torch)")
             continue
         configs.append(config)
+    if not args.no_gemm_floor and {"s2vt", "torch_s2vt"} & set(configs):
+        configs.append("gemm_floor")
     rounds = []  # one {config: row} per round
     load_before = os.getloadavg()
     for round_index in range(args.rounds):
@@ -279,6 +372,7 @@ def main():
         ("s2vt", "torch_s2vt"), ("s2vt_keras_lstm", "torch_s2vt"),
         ("s2vt", "torch_s2vt_original"), ("s2vt", "s2vt_keras_lstm"),
         ("msvd", "msvd_keras_lstm"),
+        ("gemm_floor", "s2vt"), ("gemm_floor", "torch_s2vt"),
     ]:
         paired = [
             results[ours]["videos_per_second"] / results[theirs]["videos_per_second"]
@@ -308,7 +402,20 @@ def main():
         )
     for name, ratio in ratios.items():
         per_round = ", ".join(f"{value:.2f}" for value in round_ratios[name])
+        if name.startswith("gemm_floor / "):
+            # videos/s ratio floor/step = step seconds / floor seconds.
+            name = f"{name.split(' / ')[1]} step / its matmuls alone"
         print(f"ratio {name}: {ratio:.2f}x (per round: {per_round})")
+    floor = next((row for row in rows if row["config"] == "gemm_floor" and "error" not in row), None)
+    if floor:
+        print(
+            f"gemm_floor: the s2vt step's {floor['gflop_per_step']:.0f} GFLOP of matmuls take "
+            f"{floor['median_step_seconds']:.2f} s on their own "
+            f"({floor['gflop_per_step'] / floor['median_step_seconds']:.0f} GFLOPS); slowest:"
+        )
+        for part in sorted(floor["gemms"], key=lambda p: -p["seconds"])[:4]:
+            print(f"  {part['what']:<42}{str(tuple(part['shape'])) + ' x' + str(part['count']):>26}"
+                  f"{part['seconds']:>8.3f} s")
 
     os.makedirs(os.path.dirname(RESULTS_PATH), exist_ok=True)
     with open(RESULTS_PATH, "w") as file:

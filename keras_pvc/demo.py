@@ -10,8 +10,8 @@ self-critical REINFORCE, captions the held-out clips and scores them.
 import os
 
 # The demo's knobs; `--quick` swaps in the second set.
-FULL = {"num_clips": 1000, "epochs": 30, "rl_epochs": 0, "num_frames": 8}
-QUICK = {"num_clips": 120, "epochs": 3, "rl_epochs": 1, "num_frames": 8}
+FULL = {"num_clips": 1000, "epochs": 60, "rl_epochs": 0, "num_frames": 4}
+QUICK = {"num_clips": 120, "epochs": 3, "rl_epochs": 1, "num_frames": 4}
 
 
 def run_demo(

@@ -105,13 +105,16 @@ PRESETS = {
         "dropout": 0.1,
         "vocabulary_size": 64,
         "caption_length": 12,
-        "num_frames": 8,
+        # 4 frames are enough to see a motion's start and end; half the
+        # frame CNN's work of 8 pays for twice the epochs, which is what the
+        # model needed (README: 30 epochs of 8 frames vs 60 of 4).
+        "num_frames": 4,
         "batch_size": 32,
-        "epochs": 30,
+        "epochs": 60,
         "learning_rate": 2e-3,
         "lr_schedule": "cosine",
         "restore_best_weights": True,
-        "checkpoint_every": 5,
+        "checkpoint_every": 10,
     },
 }
 
