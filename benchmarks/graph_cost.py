@@ -2,11 +2,12 @@
 
 Two tables:
 
-1. One `train_on_batch` step of the `procedural` preset (batch 32, 4 frames
-   of 64x64, captions of 12, random data) with the preset's keypoint
-   readout, without a graph, and with a round of message passing (the grid
-   adjacency, the learned one, or both, then mean pooling: the previous
-   preset's graph). This is the step `keras-pvc demo` repeats 1,500 times.
+1. One `train_on_batch` step of the `procedural` preset (batch 32, the
+   preset's 4 frames of 64x64, captions of 12, random data) with the
+   preset's keypoint readout, without a graph, and with a round of message
+   passing (the grid adjacency, the learned one, or both, then mean
+   pooling: the previous preset's graph). This is the step `keras-pvc
+   demo` repeats 1,500 times.
 2. The fixed-grid message `D^-1/2 (A+I) D^-1/2 X` for every frame of such a
    batch (`(32, 4, 64, 64)`), forward and backward, three ways: the `(N, N)`
    matmul broadcast over frames (what `SpatialGraphConv` does), one 2-D
@@ -33,10 +34,11 @@ import tensorflow as tf
 import keras_pvc
 from keras_pvc.layers import SpatialGraphConv
 from keras_pvc.layers import grid_adjacency
+from keras_pvc.presets import preset_config
 
 # --- knobs ---
 BATCH_SIZE = 32
-NUM_FRAMES = 4  # the `procedural` preset's (8 before 2026-11-30)
+NUM_FRAMES = preset_config("procedural")["num_frames"]
 CAPTION_WORDS = 12
 GRID = 8  # the preset's 8x8 region grid (64x64 frames, CNN stride 8)
 CHANNELS = 64

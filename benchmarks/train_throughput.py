@@ -79,8 +79,7 @@ def random_batch(rng, feature_shape, num_frames):
     return features, token_ids, labels, padding_mask
 
 
-EMBEDDING_DIM = 500  # the `s2vt` preset's
-FEATURE_DIM = 4096
+FEATURE_DIM = 4096  # the seed's VGG16 fc7 features
 
 
 def s2vt_gemms():
@@ -92,6 +91,9 @@ def s2vt_gemms():
     all timesteps (as FastLSTM and PyTorch take them); the per-step matmuls
     of the recurrence run once per step forward and once backward.
     """
+    from keras_pvc.presets import preset_config
+
+    embedding_dim = preset_config("s2vt")["embedding_dim"]
     frames = BATCH_SIZE * NUM_FRAMES
     words = BATCH_SIZE * (CAPTION_LENGTH + 1)
     hidden, gates = HIDDEN_DIM, 4 * HIDDEN_DIM
@@ -103,9 +105,10 @@ def s2vt_gemms():
         if input_gradient:
             rows.append((f"{what} input gradient", m, n, k, 1))
 
-    dense("frame projection 4096->1000", frames, FEATURE_DIM, hidden, input_gradient=False)
+    dense(f"frame projection {FEATURE_DIM}->{hidden}", frames, FEATURE_DIM, hidden,
+          input_gradient=False)
     dense("encoder LSTM input projection", frames, hidden, gates)
-    dense("decoder LSTM input projection", words, EMBEDDING_DIM, gates)
+    dense("decoder LSTM input projection", words, embedding_dim, gates)
     for what, steps, rows_total in (
         ("encoder", NUM_FRAMES, frames),
         ("decoder", CAPTION_LENGTH + 1, words),
@@ -113,7 +116,7 @@ def s2vt_gemms():
         rows.append((f"{what} recurrence h @ U (per step)", BATCH_SIZE, hidden, gates, steps))
         rows.append((f"{what} recurrence dz @ U^T (per step)", BATCH_SIZE, gates, hidden, steps))
         rows.append((f"{what} recurrent kernel gradient", hidden, rows_total, gates, 1))
-    dense("output layer 1000->3000", words, hidden, VOCABULARY_SIZE)
+    dense(f"output layer {hidden}->{VOCABULARY_SIZE}", words, hidden, VOCABULARY_SIZE)
     return rows
 
 
@@ -133,7 +136,7 @@ def run_gemm_floor():
         def repeated(a=a, b=b, count=count):
             # `count` dependent-free matmuls in one graph call (the
             # recurrence's per-step products), summed so none is pruned.
-            out = tf.zeros((m, n))
+            out = tf.zeros((a.shape[0], b.shape[1]))
             for _ in tf.range(count):
                 out += tf.matmul(a, b)
             return out
@@ -194,7 +197,7 @@ def run_keras(config, msvd_frames):
     if config.endswith("_keras_lstm"):
         use_keras_lstm()
     num_frames = msvd_frames if preset == "msvd" else NUM_FRAMES
-    feature_shape = (4096,) if preset == "s2vt" else (49, 1280)
+    feature_shape = (FEATURE_DIM,) if preset == "s2vt" else (49, 1280)
     model = keras_pvc.from_preset(
         preset,
         vocabulary_size=VOCABULARY_SIZE,
@@ -236,7 +239,7 @@ def run_torch(config, threads=None):
     train_step = train_step_function(model)
     rng = np.random.default_rng(SEED)
     features, token_ids, labels, padding_mask = (
-        torch.from_numpy(x) for x in random_batch(rng, (4096,), NUM_FRAMES)
+        torch.from_numpy(x) for x in random_batch(rng, (FEATURE_DIM,), NUM_FRAMES)
     )
     token_ids, labels = token_ids.long(), labels.long()
 

@@ -9,9 +9,10 @@ self-critical REINFORCE, captions the held-out clips and scores them.
 
 import os
 
-# The demo's knobs; `--quick` swaps in the second set.
-FULL = {"num_clips": 1000, "epochs": 60, "rl_epochs": 0, "num_frames": 4}
-QUICK = {"num_clips": 120, "epochs": 3, "rl_epochs": 1, "num_frames": 4}
+# The demo's knobs; `--quick` swaps in the second set. Epochs None: the
+# `procedural` preset's (frames, too, are always the preset's).
+FULL = {"num_clips": 1000, "epochs": None, "rl_epochs": 0}
+QUICK = {"num_clips": 120, "epochs": 3, "rl_epochs": 1}
 
 
 def run_demo(
@@ -64,9 +65,7 @@ def run_demo(
     generate_procedural_dataset(
         data_root, num_clips=knobs["num_clips"], num_frames=16, seed=seed
     )
-    overrides = {"num_frames": knobs["num_frames"]}
-    if not graph:
-        overrides["graph"] = None
+    overrides = {} if graph else {"graph": None}
     summary = train_run(
         load_msvd(data_root),
         out,
