@@ -81,3 +81,64 @@ def run_layer_test(layer_cls, init_kwargs, inputs, expected_output_shape, call_k
         ]
         assert any(moved), "one fit step changed no weight"
     return layer
+
+
+BACKEND = keras.backend.backend()
+
+
+def tensorflow_only(reason):
+    """A skip mark for tests of TensorFlow-only features, with the reason."""
+    import pytest
+
+    return pytest.mark.skipif(
+        BACKEND != "tensorflow", reason=f"TensorFlow only: {reason}"
+    )
+
+
+def gradients(loss_fn, variables, inputs, compiled=False):
+    """Gradients of `loss_fn(*inputs)` w.r.t. `variables` and then `inputs`.
+
+    The backend's own autodiff: a `tf.GradientTape` (in a `tf.function`
+    when `compiled`), `jax.grad` over the variables' values in a
+    `keras.StatelessScope` (under `jax.jit` when `compiled`), or torch's
+    `backward()` (eager only). Returns numpy arrays, None for no gradient.
+    """
+    inputs = [np.asarray(x) for x in inputs]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def tape_gradients(*tensors):
+            with tf.GradientTape() as tape:
+                tape.watch(tensors)
+                loss = loss_fn(*tensors)
+            return tape.gradient(loss, list(variables) + list(tensors))
+
+        function = tf.function(tape_gradients) if compiled else tape_gradients
+        result = function(*[tf.constant(x) for x in inputs])
+    elif BACKEND == "jax":
+        import jax
+
+        def pure_loss(values, tensors):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss_fn(*tensors)
+
+        function = jax.grad(pure_loss, argnums=(0, 1))
+        if compiled:
+            function = jax.jit(function)
+        variable_grads, input_grads = function(
+            [v.value for v in variables], [jax.numpy.asarray(x) for x in inputs]
+        )
+        result = list(variable_grads) + list(input_grads)
+    elif BACKEND == "torch":
+        import torch
+
+        if compiled:
+            raise ValueError("No compiled gradients on torch here.")
+        tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
+        for variable in variables:
+            variable.value.grad = None
+        loss_fn(*tensors).backward()
+        result = [v.value.grad for v in variables] + [t.grad for t in tensors]
+    else:
+        raise ValueError(f"Unsupported backend {BACKEND!r}.")
+    return [None if g is None else keras.ops.convert_to_numpy(g) for g in result]

@@ -7,17 +7,29 @@ import tempfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from keras_pvc.layers import CaptionDecoder
 from keras_pvc.layers import FastLSTM
 from keras_pvc.layers import TemporalLSTMEncoder
+from layer_testing import BACKEND
+from layer_testing import gradients
 from layer_testing import run_layer_test
+from layer_testing import tensorflow_only
 
 RNG = np.random.default_rng(0)
 BATCH, STEPS, CHANNELS, UNITS = 3, 7, 5, 6
 ATOL = 1e-5
-LOOPS = ["scan", "while_loop"]
+WHILE_LOOP_ONLY_ON_TF = tensorflow_only("`loop='while_loop'` is a tf.while_loop")
+LOOPS = ["scan", pytest.param("while_loop", marks=WHILE_LOOP_ONLY_ON_TF)]
+COMPILED = [
+    False,
+    pytest.param(
+        True,
+        marks=pytest.mark.skipif(
+            BACKEND == "torch", reason="no graph compilation on torch (eager autograd)"
+        ),
+    ),
+]
 
 
 def _inputs():
@@ -95,6 +107,13 @@ def test_masked_with_initial_state_equals_keras_lstm(
     fast, reference = _pair(loop, **kwargs)
     actual = fast(sequences, initial_state=[hidden, cell], mask=mask)
     expected = reference(sequences, initial_state=[hidden, cell], mask=mask)
+    if BACKEND == "jax" and return_sequences and not zero_output_for_mask:
+        # keras.layers.LSTM on JAX outputs the initial hidden state at masked
+        # steps before a row's first real step; on TensorFlow and torch (and
+        # FastLSTM on every backend) those outputs are zeros.
+        expected = [keras.ops.convert_to_numpy(e) for e in expected]
+        leading = np.cumsum(mask, axis=1) == 0
+        expected[0][leading] = 0.0
     _assert_all_close(actual, expected)
     if return_sequences and zero_output_for_mask:
         outputs = keras.ops.convert_to_numpy(actual[0])
@@ -113,10 +132,12 @@ def test_masked_steps_carry_the_state(loop):
 @pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("zero_output_for_mask", [True, False])
 @pytest.mark.parametrize("full_mask", [False, True])
-@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("compiled", COMPILED)
 def test_gradients_equal_keras_lstm(loop, zero_output_for_mask, full_mask, compiled):
     # A mask of all True takes FastLSTM's unmasked loop (`ops.cond`), eagerly
-    # and inside a `tf.function`; it must still equal the masked reference.
+    # and compiled (`tf.function`, `jax.jit`); it must still equal the masked
+    # reference. Gradients by each backend's autodiff (the hand-written
+    # backward for FastLSTM's scan loop).
     sequences, mask, hidden, cell = _inputs()
     if full_mask:
         mask = np.ones_like(mask)
@@ -127,32 +148,51 @@ def test_gradients_equal_keras_lstm(loop, zero_output_for_mask, full_mask, compi
         zero_output_for_mask=zero_output_for_mask,
     )
     output_weights = RNG.normal(size=(BATCH, STEPS, UNITS)).astype("float32")
+    if BACKEND == "jax" and not zero_output_for_mask:
+        # keras.layers.LSTM on JAX outputs the initial hidden state at masked
+        # steps before a row's first real step (zeros on TensorFlow, torch and
+        # in FastLSTM): the loss leaves those outputs out.
+        output_weights[np.cumsum(mask, axis=1) == 0] = 0.0
 
-    def gradients(layer):
-        inputs = [tf.constant(x) for x in (sequences, hidden, cell)]
-        with tf.GradientTape() as tape:
-            tape.watch(inputs)
+    def layer_gradients(layer):
+        def loss_fn(sequences, hidden, cell):
             outputs, final_hidden, final_cell = layer(
-                inputs[0], initial_state=inputs[1:], mask=mask
+                sequences, initial_state=[hidden, cell], mask=mask
             )
-            loss = (
-                tf.reduce_sum(outputs * output_weights)
-                + tf.reduce_sum(final_hidden**2)
-                + tf.reduce_sum(final_cell)
+            return (
+                keras.ops.sum(outputs * keras.ops.convert_to_tensor(output_weights))
+                + keras.ops.sum(final_hidden**2)
+                + keras.ops.sum(final_cell)
             )
-        return tape.gradient(loss, layer.trainable_weights + inputs)
 
-    if compiled:
-        gradients = tf.function(gradients)
-    _assert_all_close(gradients(fast), gradients(reference))
+        return gradients(
+            loss_fn, layer.trainable_weights, (sequences, hidden, cell), compiled
+        )
+
+    actual, expected = layer_gradients(fast), layer_gradients(reference)
+    assert all(g is not None for g in actual)
+    _assert_all_close(actual, expected)
 
 
-def test_in_a_compiled_function_and_with_symbolic_batch():
-    sequences, mask, hidden, cell = _inputs()
+@pytest.mark.skipif(BACKEND == "torch", reason="no graph compilation on torch")
+def test_in_a_compiled_function():
+    sequences, mask, _, _ = _inputs()
     fast, reference = _pair("scan", return_sequences=True)
-    compiled = tf.function(lambda x, m: fast(x, mask=m))
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(lambda x, m: fast(x, mask=m))
+    else:
+        import jax
+
+        compiled = jax.jit(lambda x, m: fast(x, mask=m))
     _assert_all_close(compiled(sequences, mask), reference(sequences, mask=mask))
-    # Keras masks flow in from a Masking layer too.
+
+
+def test_with_symbolic_batch():
+    sequences, _, _, _ = _inputs()
+    fast, reference = _pair("scan", return_sequences=True)
+    # Keras masks flow in from a Masking layer.
     inputs = keras.Input((None, CHANNELS))
     masked = keras.layers.Masking(0.0)(inputs)
     model = keras.Model(inputs, fast(masked))
@@ -217,12 +257,16 @@ def test_run_layer_test():
         [sequences],
         ((BATCH, STEPS, UNITS), (BATCH, UNITS), (BATCH, UNITS)),
     )
-    run_layer_test(
-        FastLSTM,
-        {"units": UNITS, "loop": "while_loop", "zero_output_for_mask": False},
-        [sequences],
-        (BATCH, UNITS),
-    )
+    if BACKEND == "tensorflow":
+        run_layer_test(
+            FastLSTM,
+            {"units": UNITS, "loop": "while_loop", "zero_output_for_mask": False},
+            [sequences],
+            (BATCH, UNITS),
+        )
+    else:
+        with pytest.raises(ValueError, match="TensorFlow backend"):
+            FastLSTM(UNITS, loop="while_loop")
 
 
 def test_bad_loop():
@@ -249,7 +293,7 @@ def test_temporal_lstm_encoder_unchanged(num_layers):
     sequence = encoder.projection(sequences)
     for fast in encoder.lstm_layers:
         sequence, hidden, cell = _keras_lstm_like(fast)(sequence, mask=mask)
-    sequence = sequence * mask[..., None]
+    sequence = keras.ops.convert_to_numpy(sequence) * mask[..., None]
     _assert_all_close(actual, [sequence, hidden, cell])
     assert [w.path for w in encoder.weights][-3:] == [
         f"{encoder.name}/lstm_{num_layers - 1}/lstm_cell/{name}"

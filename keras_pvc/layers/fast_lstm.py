@@ -62,7 +62,7 @@ class FastLSTM(keras.layers.Layer):
         bias_initializer: initializer for `bias`.
         seed: int or None. Dropout seed.
         loop: str. `"scan"` (the hand-written backward pass, looped by
-            `_scan`; any backend, tested on TensorFlow) or
+            `_scan`; TensorFlow, JAX and PyTorch) or
             `"while_loop"` (a plain `tf.while_loop` and TensorFlow's
             autodiff; TensorFlow only). With a mask and
             `zero_output_for_mask=False`, `"scan"` also uses autodiff.
@@ -313,120 +313,232 @@ def _recurrence_with_bptt(projected, hidden, cell, recurrent_kernel, mask):
     through `projected`). Outputs of masked steps are zeros here
     (`zero_output_for_mask=True`, or no mask).
 
+    The forward and backward are backend-neutral `keras.ops`
+    (`_bptt_forward`, `_bptt_backward`); only the hook that attaches one to
+    the other is per backend: `ops.custom_gradient` on TensorFlow and JAX, a
+    `torch.autograd.Function` on PyTorch (Keras' torch `custom_gradient`
+    hands its backward a single upstream gradient, and this op has three
+    outputs).
+
     Args: `projected (T, B, 4U)`, `hidden, cell (B, U)`, `recurrent_kernel
     (U, 4U)`, `mask (T, B, 1)` bool or None. Returns `(outputs (T, B, U),
     hidden, cell)`.
     """
-    units = recurrent_kernel.shape[0]
     step_masks = None if mask is None else ops.cast(mask, projected.dtype)
+    if keras.backend.backend() == "torch":
+        return _torch_bptt_function().apply(
+            projected, hidden, cell, recurrent_kernel, step_masks
+        )
+    if keras.backend.backend() == "jax":
+        return _jax_bptt_function()(
+            projected, hidden, cell, recurrent_kernel, step_masks
+        )
 
     @ops.custom_gradient
     def recurrence(projected, hidden, cell, recurrent_kernel):
-        def forward_step(carry, inputs):
-            previous_hidden, previous_cell = carry[:2]
-            z, step_mask = inputs if step_masks is not None else (inputs, None)
-            z = z + ops.matmul(previous_hidden, recurrent_kernel)
-            gates = ops.sigmoid(z)
-            # Gate order i, f, c, o; the candidate block takes tanh.
-            candidate = ops.tanh(z[:, 2 * units : 3 * units])
-            gates = ops.concatenate(
-                [gates[:, : 2 * units], candidate, gates[:, 3 * units :]], axis=-1
-            )
-            new_cell = (
-                gates[:, units : 2 * units] * previous_cell
-                + gates[:, :units] * candidate
-            )
-            output = gates[:, 3 * units :] * ops.tanh(new_cell)
-            if step_mask is None:
-                new_hidden, carried_cell = output, new_cell
-            else:
-                output = output * step_mask
-                new_hidden = output + (1.0 - step_mask) * previous_hidden
-                carried_cell = step_mask * new_cell + (1.0 - step_mask) * previous_cell
-            # `_scan` stacks per-step values shaped like the carry, so the
-            # carry holds one of each thing saved per step.
-            carry = (new_hidden, carried_cell, gates, new_cell, output)
-            return carry, carry
-
-        zeros = ops.zeros_like(hidden)
-        initial = (hidden, cell, ops.zeros_like(projected[0]), zeros, zeros)
-        xs = projected if step_masks is None else (projected, step_masks)
-        final, saved = _scan(forward_step, initial, xs)
-        hiddens, cells, all_gates, new_cells, outputs = saved
+        results, saved = _bptt_forward(
+            projected, hidden, cell, recurrent_kernel, step_masks
+        )
 
         def backward(*upstream, **kwargs):
-            if "upstream" in kwargs:  # the JAX calling convention
-                upstream = kwargs["upstream"]
-            d_outputs, d_hidden, d_cell = (
-                ops.zeros_like(like) if grad is None else grad
-                for grad, like in zip(upstream, (outputs, hidden, cell))
+            gradients = _bptt_backward(
+                saved, upstream, projected, hidden, cell, recurrent_kernel, step_masks
             )
-            previous_hiddens = ops.concatenate(
-                [ops.expand_dims(hidden, 0), hiddens[:-1]], 0
-            )
-            previous_cells = ops.concatenate(
-                [ops.expand_dims(cell, 0), cells[:-1]], 0
-            )
-            transposed_kernel = ops.transpose(recurrent_kernel)
-
-            def backward_step(carry, inputs):
-                d_hidden, d_cell = carry[:2]
-                if step_masks is None:
-                    d_output, gates, new_cell, previous_cell = inputs
-                    step_mask = None
-                else:
-                    d_output, gates, new_cell, previous_cell, step_mask = inputs
-                d_new_hidden = d_hidden + d_output
-                if step_mask is not None:
-                    d_new_hidden = d_new_hidden * step_mask
-                input_gate = gates[:, :units]
-                forget_gate = gates[:, units : 2 * units]
-                candidate = gates[:, 2 * units : 3 * units]
-                output_gate = gates[:, 3 * units :]
-                tanh_cell = ops.tanh(new_cell)
-                d_new_cell = d_new_hidden * output_gate * (1.0 - tanh_cell * tanh_cell)
-                if step_mask is None:
-                    d_new_cell = d_new_cell + d_cell
-                else:
-                    d_new_cell = d_new_cell + step_mask * d_cell
-                d_z = ops.concatenate(
-                    [
-                        d_new_cell * candidate * input_gate * (1.0 - input_gate),
-                        d_new_cell * previous_cell * forget_gate * (1.0 - forget_gate),
-                        d_new_cell * input_gate * (1.0 - candidate * candidate),
-                        d_new_hidden * tanh_cell * output_gate * (1.0 - output_gate),
-                    ],
-                    axis=-1,
-                )
-                d_previous_hidden = ops.matmul(d_z, transposed_kernel)
-                d_previous_cell = d_new_cell * forget_gate
-                if step_mask is not None:
-                    d_previous_hidden = d_previous_hidden + (1.0 - step_mask) * d_hidden
-                    d_previous_cell = d_previous_cell + (1.0 - step_mask) * d_cell
-                carry = (d_previous_hidden, d_previous_cell, d_z)
-                return carry, carry
-
-            xs = (d_outputs, all_gates, new_cells, previous_cells)
-            if step_masks is not None:
-                xs = xs + (step_masks,)
-            initial = (d_hidden, d_cell, ops.zeros_like(projected[0]))
-            (d_hidden, d_cell, _), (_, _, d_projected) = _scan(
-                backward_step, initial, xs, reverse=True
-            )
-            d_recurrent_kernel = ops.matmul(
-                ops.transpose(ops.reshape(previous_hiddens, (-1, units))),
-                ops.reshape(d_projected, (-1, 4 * units)),
-            )
-            gradients = (d_projected, d_hidden, d_cell, d_recurrent_kernel)
             if "variables" in kwargs:
                 # TensorFlow passes `variables` to a grad function taking
                 # **kwargs; none are read inside, so none get gradients.
                 return gradients, [None] * len(kwargs["variables"])
             return gradients
 
-        return (outputs, final[0], final[1]), backward
+        return results, backward
 
     return recurrence(projected, hidden, cell, recurrent_kernel)
+
+
+def _bptt_forward(projected, hidden, cell, recurrent_kernel, step_masks):
+    """The forward recurrence; returns `((outputs, hidden, cell), saved)`."""
+    units = recurrent_kernel.shape[0]
+
+    def forward_step(carry, inputs):
+        previous_hidden, previous_cell = carry[:2]
+        z, step_mask = inputs if step_masks is not None else (inputs, None)
+        z = z + ops.matmul(previous_hidden, recurrent_kernel)
+        gates = ops.sigmoid(z)
+        # Gate order i, f, c, o; the candidate block takes tanh.
+        candidate = ops.tanh(z[:, 2 * units : 3 * units])
+        gates = ops.concatenate(
+            [gates[:, : 2 * units], candidate, gates[:, 3 * units :]], axis=-1
+        )
+        new_cell = (
+            gates[:, units : 2 * units] * previous_cell
+            + gates[:, :units] * candidate
+        )
+        output = gates[:, 3 * units :] * ops.tanh(new_cell)
+        if step_mask is None:
+            new_hidden, carried_cell = output, new_cell
+        else:
+            output = output * step_mask
+            new_hidden = output + (1.0 - step_mask) * previous_hidden
+            carried_cell = step_mask * new_cell + (1.0 - step_mask) * previous_cell
+        # `_scan` stacks per-step values shaped like the carry, so the
+        # carry holds one of each thing saved per step.
+        carry = (new_hidden, carried_cell, gates, new_cell, output)
+        return carry, carry
+
+    zeros = ops.zeros_like(hidden)
+    initial = (hidden, cell, ops.zeros_like(projected[0]), zeros, zeros)
+    xs = projected if step_masks is None else (projected, step_masks)
+    final, saved = _scan(forward_step, initial, xs)
+    hiddens, cells, all_gates, new_cells, outputs = saved
+    return (outputs, final[0], final[1]), (hiddens, cells, all_gates, new_cells)
+
+
+def _bptt_backward(
+    saved, upstream, projected, hidden, cell, recurrent_kernel, step_masks
+):
+    """Gradients `(d_projected, d_hidden, d_cell, d_recurrent_kernel)`."""
+    units = recurrent_kernel.shape[0]
+    hiddens, cells, all_gates, new_cells = saved
+    d_outputs, d_hidden, d_cell = (
+        ops.zeros_like(like) if grad is None else grad
+        for grad, like in zip(upstream, (hiddens, hidden, cell))
+    )
+    previous_hiddens = ops.concatenate(
+        [ops.expand_dims(hidden, 0), hiddens[:-1]], 0
+    )
+    previous_cells = ops.concatenate([ops.expand_dims(cell, 0), cells[:-1]], 0)
+    transposed_kernel = ops.transpose(recurrent_kernel)
+
+    def backward_step(carry, inputs):
+        d_hidden, d_cell = carry[:2]
+        if step_masks is None:
+            d_output, gates, new_cell, previous_cell = inputs
+            step_mask = None
+        else:
+            d_output, gates, new_cell, previous_cell, step_mask = inputs
+        d_new_hidden = d_hidden + d_output
+        if step_mask is not None:
+            d_new_hidden = d_new_hidden * step_mask
+        input_gate = gates[:, :units]
+        forget_gate = gates[:, units : 2 * units]
+        candidate = gates[:, 2 * units : 3 * units]
+        output_gate = gates[:, 3 * units :]
+        tanh_cell = ops.tanh(new_cell)
+        d_new_cell = d_new_hidden * output_gate * (1.0 - tanh_cell * tanh_cell)
+        if step_mask is None:
+            d_new_cell = d_new_cell + d_cell
+        else:
+            d_new_cell = d_new_cell + step_mask * d_cell
+        d_z = ops.concatenate(
+            [
+                d_new_cell * candidate * input_gate * (1.0 - input_gate),
+                d_new_cell * previous_cell * forget_gate * (1.0 - forget_gate),
+                d_new_cell * input_gate * (1.0 - candidate * candidate),
+                d_new_hidden * tanh_cell * output_gate * (1.0 - output_gate),
+            ],
+            axis=-1,
+        )
+        d_previous_hidden = ops.matmul(d_z, transposed_kernel)
+        d_previous_cell = d_new_cell * forget_gate
+        if step_mask is not None:
+            d_previous_hidden = d_previous_hidden + (1.0 - step_mask) * d_hidden
+            d_previous_cell = d_previous_cell + (1.0 - step_mask) * d_cell
+        carry = (d_previous_hidden, d_previous_cell, d_z)
+        return carry, carry
+
+    xs = (d_outputs, all_gates, new_cells, previous_cells)
+    if step_masks is not None:
+        xs = xs + (step_masks,)
+    initial = (d_hidden, d_cell, ops.zeros_like(projected[0]))
+    (d_hidden, d_cell, _), (_, _, d_projected) = _scan(
+        backward_step, initial, xs, reverse=True
+    )
+    d_recurrent_kernel = ops.matmul(
+        ops.transpose(ops.reshape(previous_hiddens, (-1, units))),
+        ops.reshape(d_projected, (-1, 4 * units)),
+    )
+    return d_projected, d_hidden, d_cell, d_recurrent_kernel
+
+
+_JAX_BPTT_FUNCTION = None
+
+
+def _jax_bptt_function():
+    """`_bptt_forward`/`_bptt_backward` as a `jax.custom_vjp` (built once)."""
+    global _JAX_BPTT_FUNCTION
+    if _JAX_BPTT_FUNCTION is not None:
+        return _JAX_BPTT_FUNCTION
+    import jax
+
+    @jax.custom_vjp
+    def recurrence(projected, hidden, cell, recurrent_kernel, step_masks):
+        return _bptt_forward(projected, hidden, cell, recurrent_kernel, step_masks)[0]
+
+    def forward(projected, hidden, cell, recurrent_kernel, step_masks):
+        results, saved = _bptt_forward(
+            projected, hidden, cell, recurrent_kernel, step_masks
+        )
+        return results, (saved, projected, hidden, cell, recurrent_kernel, step_masks)
+
+    def backward(residuals, upstream):
+        saved, projected, hidden, cell, recurrent_kernel, step_masks = residuals
+        gradients = _bptt_backward(
+            saved, upstream, projected, hidden, cell, recurrent_kernel, step_masks
+        )
+        # The mask is data: a zero cotangent (None when there is no mask).
+        mask_gradient = None if step_masks is None else ops.zeros_like(step_masks)
+        return (*gradients, mask_gradient)
+
+    recurrence.defvjp(forward, backward)
+    _JAX_BPTT_FUNCTION = recurrence
+    return recurrence
+
+
+_TORCH_BPTT_FUNCTION = None
+
+
+def _torch_bptt_function():
+    """`_bptt_forward`/`_bptt_backward` as a `torch.autograd.Function`.
+
+    Built on first use: torch is imported only on the torch backend.
+    """
+    global _TORCH_BPTT_FUNCTION
+    if _TORCH_BPTT_FUNCTION is not None:
+        return _TORCH_BPTT_FUNCTION
+    import torch
+
+    class BPTTRecurrence(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, projected, hidden, cell, recurrent_kernel, step_masks):
+            results, saved = _bptt_forward(
+                projected, hidden, cell, recurrent_kernel, step_masks
+            )
+            ctx.has_mask = step_masks is not None
+            ctx.save_for_backward(
+                projected, hidden, cell, recurrent_kernel,
+                *((step_masks,) if ctx.has_mask else ()), *saved,
+            )
+            return results
+
+        @staticmethod
+        def backward(ctx, d_outputs, d_hidden, d_cell):
+            tensors = ctx.saved_tensors
+            projected, hidden, cell, recurrent_kernel = tensors[:4]
+            step_masks = tensors[4] if ctx.has_mask else None
+            saved = tensors[5:] if ctx.has_mask else tensors[4:]
+            gradients = _bptt_backward(
+                saved,
+                (d_outputs, d_hidden, d_cell),
+                projected,
+                hidden,
+                cell,
+                recurrent_kernel,
+                step_masks,
+            )
+            return (*gradients, None)
+
+    _TORCH_BPTT_FUNCTION = BPTTRecurrence
+    return BPTTRecurrence
 
 
 def _scan(step, init, xs, reverse=False):
