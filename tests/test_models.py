@@ -17,7 +17,9 @@ from keras_pvc.models import VideoCaptionerBackbone
 from keras_pvc.models import VideoCaptionerPreprocessor
 from keras_pvc.models.video_captioner_preprocessor import BOS_ID
 from keras_pvc.models.video_captioner_preprocessor import EOS_ID
+from keras_pvc.models.video_captioner_preprocessor import PAD_ID
 from keras_pvc.models.video_captioner_preprocessor import UNK_ID
+from layer_testing import BACKEND
 
 CAPTIONS = [
     "a red circle is left of a blue square",
@@ -202,6 +204,9 @@ def test_generate_returns_clean_strings(sampler):
         assert not any(token in caption for token in ("<pad>", "<bos>", "<eos>", "<unk>"))
 
 
+@pytest.mark.skipif(
+    BACKEND == "torch", reason="torch decodes eagerly: Python runs every step"
+)
 def test_generate_traces_once_per_sampler():
     model = tiny_model()
     inputs = tiny_inputs(model)
@@ -218,6 +223,74 @@ def test_generate_traces_once_per_sampler():
     # A new sampler instance (other settings) traces its own loop.
     model.generate(inputs, sampler=keras_hub.samplers.TopKSampler(k=2, seed=1))
     assert len(calls) > traced
+
+
+def argmax_loop_by_hand(model, inputs, max_length):
+    """Greedy ids from the model's own teacher-forced forward pass (`predict`),
+    one word at a time; `<pad>` after the first `<eos>`. The decoder is causal,
+    so the prefix is padded to one fixed length (one compiled shape) and the
+    logits at position t read tokens <= t only."""
+    batch_size = len(inputs["frame_mask"])
+    token_ids = np.zeros((batch_size, max_length), "int32")
+    token_ids[:, 0] = BOS_ID
+    words = np.zeros((batch_size, max_length), "int32")
+    for index in range(max_length):
+        logits = model.predict(
+            {
+                "features": inputs["features"],
+                "frame_mask": inputs["frame_mask"],
+                "token_ids": token_ids,
+                "padding_mask": np.ones_like(token_ids, bool),
+            },
+            verbose=0,
+        )
+        words[:, index] = np.argmax(logits[:, index], axis=-1)
+        if index + 1 < max_length:
+            token_ids[:, index + 1] = words[:, index]
+    after_eos = np.cumsum(words == EOS_ID, axis=1) - (words == EOS_ID) > 0
+    return np.where(after_eos, PAD_ID, words)
+
+
+def test_greedy_generate_equals_an_argmax_loop_over_call():
+    # A trained model, so that captions stop at <eos> at different lengths.
+    keras.utils.set_random_seed(2)
+    model = tiny_model()
+    model.compile(learning_rate=5e-2)
+    inputs = tiny_inputs(model)
+    ids = model.preprocessor.tokenize(CAPTIONS[:2])
+    # 30 steps in one epoch (epochs cost more than steps on JAX and torch).
+    repeated = {key: np.concatenate([value] * 30) for key, value in inputs.items()}
+    labels = np.concatenate([ids[:, 1:]] * 30)
+    model.fit(repeated, labels, sample_weight=labels != 0, batch_size=2, verbose=0)
+    max_length = model.caption_length + 1
+    expected = argmax_loop_by_hand(model, inputs, max_length)
+    assert (expected == EOS_ID).any()
+    generated = keras.ops.convert_to_numpy(model.generate_ids(inputs, "greedy"))
+    # What follows the first <eos> is the sampler's filler: compare up to it.
+    after_eos = np.cumsum(generated == EOS_ID, axis=1) - (generated == EOS_ID) > 0
+    np.testing.assert_array_equal(np.where(after_eos, PAD_ID, generated), expected)
+
+
+def test_fit_evaluate_predict_on_arrays():
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    inputs = tiny_inputs(model)
+    ids = model.preprocessor.tokenize(CAPTIONS[:2])
+    labels, weights = ids[:, 1:], (ids[:, 1:] != 0).astype("float32")
+    before = model.evaluate(inputs, labels, sample_weight=weights, verbose=0, return_dict=True)
+    history = model.fit(inputs, labels, sample_weight=weights, epochs=5, verbose=0).history
+    after = model.evaluate(inputs, labels, sample_weight=weights, verbose=0, return_dict=True)
+    assert set(before) == {"loss", "accuracy"}
+    assert history["loss"][-1] < history["loss"][0]
+    assert after["loss"] < before["loss"]
+    # The loss is the masked mean cross-entropy of the predicted logits.
+    logits = model.predict(inputs, verbose=0)
+    assert logits.shape == labels.shape + (model.backbone.vocabulary_size,)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    chosen = np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    np.testing.assert_allclose(
+        after["loss"], -(chosen * weights).sum() / weights.sum(), rtol=1e-4
+    )
 
 
 def test_tiny_model_overfits_four_clips():

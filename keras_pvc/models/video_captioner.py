@@ -193,21 +193,45 @@ class VideoCaptioner(keras_hub.models.Task):
             x = {key: value for key, value in x.items() if key != "reference_ids"}
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
-    def train_step(self, data):
-        if self.self_critical is not None:
-            return self.self_critical.train_step(data)
-        return super().train_step(self._model_inputs(data))
+    # Keras' trainers call the steps differently per backend: JAX's are
+    # stateless, `train_step(state, data) -> (logs, state)`; TensorFlow's and
+    # torch's take `data` and update variables in place. Cross-entropy is
+    # Keras' own step on every backend (minus `reference_ids`); self-critical
+    # training delegates to `SelfCriticalTrainer`, which has both forms.
+    if keras.backend.backend() == "jax":
 
-    def test_step(self, data):
-        logs = super().test_step(self._model_inputs(data))
-        if self.self_critical is not None:
-            # Validation is cross-entropy; the reward trackers are train-only.
-            names = set(self.self_critical_trackers) - {"loss"}
-            logs = {key: value for key, value in logs.items() if key not in names}
-        return logs
+        def train_step(self, state, data):
+            if self.self_critical is not None:
+                return self.self_critical.stateless_train_step(state, data)
+            return super().train_step(state, self._model_inputs(data))
 
-    def predict_step(self, data):
-        return super().predict_step(self._model_inputs(data))
+        def test_step(self, state, data):
+            logs, state = super().test_step(state, self._model_inputs(data))
+            return self._validation_logs(logs), state
+
+        def predict_step(self, state, data):
+            return super().predict_step(state, self._model_inputs(data))
+
+    else:
+
+        def train_step(self, data):
+            if self.self_critical is not None:
+                return self.self_critical.train_step(data)
+            return super().train_step(self._model_inputs(data))
+
+        def test_step(self, data):
+            logs = super().test_step(self._model_inputs(data))
+            return self._validation_logs(logs)
+
+        def predict_step(self, data):
+            return super().predict_step(self._model_inputs(data))
+
+    def _validation_logs(self, logs):
+        if self.self_critical is None:
+            return logs
+        # Validation is cross-entropy; the reward trackers are train-only.
+        names = set(self.self_critical_trackers) - {"loss"}
+        return {key: value for key, value in logs.items() if key not in names}
 
     def get_config(self):
         config = super().get_config()
@@ -284,96 +308,162 @@ class VideoCaptioner(keras_hub.models.Task):
         return 20
 
     def _generate_function(self, sampler, max_length, length_penalty):
-        import tensorflow as tf
-
         key = (id(sampler), max_length, length_penalty)
         # The entry keeps its sampler alive, so its id is not reused.
         cached_sampler, cached = self._generate_functions.get(key, (None, None))
         if cached_sampler is sampler:
             return cached
         original_sampler = sampler
-        backbone = self.backbone
-        decoder = backbone.caption_decoder
         rerank = isinstance(sampler, keras_hub.samplers.BeamSampler) and (
             length_penalty is not None
         )
         if rerank:
-            num_beams = sampler.num_beams
             sampler = keras_hub.samplers.BeamSampler(
-                num_beams=num_beams,
+                num_beams=sampler.num_beams,
                 return_all_beams=True,
                 temperature=sampler.temperature,
             )
+
+        def generate_step(inputs):
+            return self._generate_step(
+                inputs, sampler, max_length, length_penalty if rerank else None
+            )
+
+        generate = self._compile_generate_step(generate_step, sampler)
+        self._generate_functions[key] = (original_sampler, generate)
+        return generate
+
+    def _compile_generate_step(self, generate_step, sampler):
+        """Compiles `generate_step(inputs) -> ids` as keras-hub's `CausalLM`.
+
+        TensorFlow: a `tf.function` (the sampler loops with `ops.while_loop`,
+        so no AutoGraph). JAX: `jax.jit` of a pure function of the inputs and
+        every variable's value (the model's and the sampler's seed state),
+        run in a `keras.StatelessScope`; the sampler's new seed state is
+        assigned back. PyTorch: eager under `torch.no_grad()`.
+        """
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            return tf.function(generate_step, reduce_retracing=True, autograph=False)
+        if backend == "torch":
+            import torch
+
+            def no_grad_generate(inputs):
+                with torch.no_grad():
+                    return generate_step(inputs)
+
+            return no_grad_generate
+        if backend != "jax":
+            return generate_step
+        import jax
+
+        variables = (
+            list(sampler.variables)
+            + list(self.trainable_variables)
+            + list(self.non_trainable_variables)
+        )
+        num_sampler_variables = len(sampler.variables)
+
+        @jax.jit
+        def stateless_generate(inputs, values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+                token_ids = generate_step(inputs)
+            sampler_values = []
+            for variable in variables[:num_sampler_variables]:
+                value = scope.get_current_value(variable)
+                sampler_values.append(variable.value if value is None else value)
+            return token_ids, sampler_values
+
+        def jax_generate(inputs):
+            values = [variable.value for variable in variables]
+            token_ids, sampler_values = stateless_generate(inputs, values)
+            # Only the sampler's seeds change while generating.
+            for variable, value in zip(variables, sampler_values):
+                variable.assign(value)
+            return token_ids
+
+        return jax_generate
+
+    def _generate_step(self, inputs, sampler, max_length, length_penalty):
+        """Encodes the videos once, then samples words; ids `(B, max_length)`.
+
+        With `length_penalty` (a float), `sampler` returns all beams and the
+        best by `log p / length**length_penalty` is kept.
+        """
+        backbone = self.backbone
+        decoder = backbone.caption_decoder
 
         def next_token(prompt, cache, index):
             token_ids = ops.take(prompt, index - 1, axis=1)
             logits, cache = decoder.step(token_ids, cache)
             return logits, None, cache
 
-        def best_beam(beams, sequence, frame_mask, hidden, cell):
-            """Re-scores beams by log p / length**length_penalty."""
-            from keras_pvc.models.self_critical import mask_after_eos
-
-            length = ops.shape(beams)[-1]
-            flat = ops.reshape(beams, (-1, length))
-            tokens = flat[:, 1:]
-
-            def repeat(tensor):
-                return ops.repeat(tensor, num_beams, axis=0)
-
-            logits = decoder(
-                flat[:, :-1],
-                repeat(sequence),
-                repeat(frame_mask),
-                initial_state=(repeat(hidden), repeat(cell)),
+        sequence, hidden, cell = backbone.encode(inputs, training=False)
+        frame_mask = inputs.get("frame_mask")
+        cache = decoder.initial_cache(sequence, frame_mask, hidden, cell)
+        batch_size = ops.shape(sequence)[0]
+        prompt = ops.concatenate(
+            [
+                ops.full((batch_size, 1), BOS_ID, "int32"),
+                ops.zeros((batch_size, max_length), "int32"),
+            ],
+            axis=1,
+        )
+        prompt_mask = ops.concatenate(
+            [
+                ops.ones((batch_size, 1), "bool"),
+                ops.zeros((batch_size, max_length), "bool"),
+            ],
+            axis=1,
+        )
+        token_ids = sampler(
+            next_token,
+            prompt,
+            cache=cache,
+            index=1,
+            mask=prompt_mask,
+            stop_token_ids=[EOS_ID],
+        )
+        if length_penalty is not None:
+            return self._best_beam(
+                token_ids[0], sequence, frame_mask, hidden, cell,
+                sampler.num_beams, length_penalty,
             )
-            log_probs = ops.take_along_axis(
-                ops.log_softmax(ops.cast(logits, "float32"), axis=-1),
-                ops.expand_dims(tokens, -1),
-                axis=-1,
-            )[..., 0]
-            mask = mask_after_eos(tokens)
-            lengths = ops.maximum(ops.sum(mask, axis=1), 1.0)
-            scores = ops.sum(log_probs * mask, axis=1) / lengths**length_penalty
-            best = ops.argmax(ops.reshape(scores, (-1, num_beams)), axis=1)
-            tokens = ops.reshape(tokens, (-1, num_beams, length - 1))
-            return ops.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]
+        return token_ids[:, 1:]
 
-        # The sampler loops with `ops.while_loop`: no AutoGraph needed.
-        @tf.function(reduce_retracing=True, autograph=False)
-        def generate(inputs):
-            sequence, hidden, cell = backbone.encode(inputs, training=False)
-            frame_mask = inputs.get("frame_mask")
-            cache = decoder.initial_cache(sequence, frame_mask, hidden, cell)
-            batch_size = ops.shape(sequence)[0]
-            prompt = ops.concatenate(
-                [
-                    ops.full((batch_size, 1), BOS_ID, "int32"),
-                    ops.zeros((batch_size, max_length), "int32"),
-                ],
-                axis=1,
-            )
-            prompt_mask = ops.concatenate(
-                [
-                    ops.ones((batch_size, 1), "bool"),
-                    ops.zeros((batch_size, max_length), "bool"),
-                ],
-                axis=1,
-            )
-            token_ids = sampler(
-                next_token,
-                prompt,
-                cache=cache,
-                index=1,
-                mask=prompt_mask,
-                stop_token_ids=[EOS_ID],
-            )
-            if rerank:
-                return best_beam(token_ids[0], sequence, frame_mask, hidden, cell)
-            return token_ids[:, 1:]
+    def _best_beam(
+        self, beams, sequence, frame_mask, hidden, cell, num_beams, length_penalty
+    ):
+        """Re-scores beams `(B, beams, L)` by log p / length**length_penalty."""
+        from keras_pvc.models.self_critical import mask_after_eos
 
-        self._generate_functions[key] = (original_sampler, generate)
-        return generate
+        decoder = self.backbone.caption_decoder
+        length = ops.shape(beams)[-1]
+        flat = ops.reshape(beams, (-1, length))
+        tokens = flat[:, 1:]
+
+        def repeat(tensor):
+            return ops.repeat(tensor, num_beams, axis=0)
+
+        logits = decoder(
+            flat[:, :-1],
+            repeat(sequence),
+            repeat(frame_mask),
+            initial_state=(repeat(hidden), repeat(cell)),
+        )
+        log_probs = ops.take_along_axis(
+            ops.log_softmax(ops.cast(logits, "float32"), axis=-1),
+            ops.expand_dims(tokens, -1),
+            axis=-1,
+        )[..., 0]
+        mask = mask_after_eos(tokens)
+        lengths = ops.maximum(ops.sum(mask, axis=1), 1.0)
+        scores = ops.sum(log_probs * mask, axis=1) / lengths**length_penalty
+        best = ops.argmax(ops.reshape(scores, (-1, num_beams)), axis=1)
+        tokens = ops.reshape(tokens, (-1, num_beams, length - 1))
+        return ops.take_along_axis(tokens, best[:, None, None], axis=1)[:, 0]
 
     def _get_sampler(self, sampler):
         """`get_sampler`, with one instance per name for this model."""
@@ -389,8 +479,10 @@ class VideoCaptioner(keras_hub.models.Task):
         """Like `generate` but returns token ids `(B, max_length)`."""
         sampler = self._get_sampler(sampler)
         max_length = max_length or self.caption_length + 1
+        tensorflow = keras.backend.backend() == "tensorflow"
         inputs = {
-            key: ops.convert_to_tensor(value)
+            # Other backends take tf.data's eager tensors through numpy.
+            key: ops.convert_to_tensor(value if tensorflow else np.asarray(value))
             for key, value in inputs.items()
             if key in (self.backbone.input_kind, "frame_mask")
         }
