@@ -11,14 +11,22 @@ The whole idea (Rennie et al., 2017), per batch:
    minus `entropy_weight` * entropy.
 
 Sampling and the baseline carry no gradient: samples are integer ids, and
-their log-probabilities come from a teacher-forced pass inside the tape.
-The decoder runs with dropout off in this phase so that the pass that
-samples and the pass that differentiates are the same policy.
+their log-probabilities come from a teacher-forced pass inside the
+differentiated function. The decoder runs with dropout off in this phase so
+that the pass that samples and the pass that differentiates are the same
+policy.
+
+The algorithm lives in one place, `SelfCriticalTrainer.loss_and_statistics`;
+only the gradient step around it is per backend, as Keras' trainers require:
+a `tf.GradientTape` (TensorFlow), `jax.value_and_grad` of a stateless
+function of the variables' values with `optimizer.stateless_apply` and the
+metric and seed states threaded through (JAX), `loss.backward()` (PyTorch).
 """
+
+import contextlib
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from keras_pvc.models.video_captioner_preprocessor import BOS_ID
@@ -180,16 +188,21 @@ def document_frequency_of(train_reference_ids, vocabulary_size):
 def build_reward_function(config, vocabulary, xla_compatible=False):
     """The reward callable `(candidates, references, video_index) -> (N,)`.
 
-    `xla_compatible=True` (for `compile(jit_compile=True)`) makes CIDEr-D
-    look its document frequencies up with ops that XLA compiles; host
-    rewards (BLEU/ROUGE mixes) run in Python and cannot be compiled.
+    `xla_compatible=True` (for `compile(jit_compile=True)` on TensorFlow)
+    makes CIDEr-D look its document frequencies up with ops that XLA
+    compiles; host rewards (BLEU/ROUGE mixes) run in Python and cannot be
+    compiled by TensorFlow's XLA (on JAX they run as `jax.pure_callback`s).
+
+    `CiderDReward` is TensorFlow ops, so on JAX and PyTorch CIDEr-D is
+    scored on the host with the same document frequencies (the same
+    numbers; `HostCaptionReward`).
     """
     from keras_pvc.rewards import CiderDReward
     from keras_pvc.rewards import HostCaptionReward
 
     weights = {config.reward: 1.0} if isinstance(config.reward, str) else dict(config.reward)
     frequency = config.document_frequency
-    if set(weights) == {"cider_d"}:
+    if set(weights) == {"cider_d"} and keras.backend.backend() == "tensorflow":
         reward = CiderDReward(
             frequency["codes"],
             frequency["counts"],
@@ -205,18 +218,20 @@ def build_reward_function(config, vocabulary, xla_compatible=False):
             "and cannot run under XLA: compile the model with "
             "`jit_compile=False`, or use reward='cider_d'."
         )
-    return HostCaptionReward(weights, vocabulary, frequency)
+    return HostCaptionReward(weights, vocabulary, document_frequency=frequency)
 
 
 class SelfCriticalTrainer:
-    """The custom `train_step` of a `VideoCaptioner` in self-critical mode.
+    """The custom train step of a `VideoCaptioner` in self-critical mode.
 
     Holds the trackers (`keras.metrics.Mean`, exposed through the model's
-    `metrics`) and the reward; `VideoCaptioner.train_step` delegates here.
-    The reward is built from the config when a step is traced, in its XLA
-    form when the model is compiled with `jit_compile=True`; assigning
-    `reward_function` (any `(candidates, references, video_index) -> (N,)`
-    callable) replaces it.
+    `metrics`) and the reward; `VideoCaptioner.train_step` delegates here
+    (`train_step(data)` on TensorFlow and PyTorch, `stateless_train_step(
+    state, data)` on JAX). The reward is built from the config when a step
+    is traced, in its XLA form when the model is compiled with
+    `jit_compile=True` on TensorFlow; assigning `reward_function` (any
+    `(candidates, references, video_index) -> (N,)` function of token-id
+    tensors) replaces it.
     """
 
     def __init__(self, model, config):
@@ -231,14 +246,16 @@ class SelfCriticalTrainer:
     def reward_function(self):
         if self._reward_function is not None:
             return self._reward_function
-        try:
-            xla = bool(self.model.jit_compile)
-        except AttributeError:  # Not compiled yet.
-            xla = False
+        xla = False
+        if keras.backend.backend() == "tensorflow":
+            try:
+                xla = bool(self.model.jit_compile)
+            except AttributeError:  # Not compiled yet.
+                xla = False
         if xla not in self._built_rewards:
             # Built on first use, maybe while a step is traced: its constant
             # tables must live outside that graph to be reused by retraces.
-            with tf.init_scope():
+            with _outside_any_graph():
                 self._built_rewards[xla] = build_reward_function(
                     self.config, self.model.preprocessor.vocabulary, xla_compatible=xla
                 )
@@ -250,15 +267,32 @@ class SelfCriticalTrainer:
         # A traced step would keep the old reward.
         self.model.train_function = None
 
-    def train_step(self, data):
+    # === The algorithm (every backend) ===
+
+    def loss_and_statistics(self, x, y=None, sample_weight=None, no_gradient=None):
+        """The self-critical loss of a batch and the values the trackers log.
+
+        Args:
+            x: the batch's inputs, with `reference_ids` `(B, R, L)`.
+            y: labels, for the mixed-in cross-entropy (`xe_weight`).
+            sample_weight: their padding mask.
+            no_gradient: a context-manager factory under which sampling and
+                scoring run (TensorFlow: the tape stops recording; PyTorch:
+                `torch.no_grad`), or None.
+
+        Returns:
+            `(loss, statistics)`: a scalar and a dict of `rewards`,
+            `baseline`, `advantages` `(B*K,)`, `greedy_rewards` `(B,)`,
+            `entropy` (scalar).
+        """
         model, config = self.model, self.config
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if "reference_ids" not in x:
             raise ValueError(
                 "Self-critical training needs every reference of each video "
                 "in the batch as `reference_ids` (B, R, L); build the dataset "
                 "with `caption_dataset(..., references=True)`."
             )
+        no_gradient = no_gradient or contextlib.nullcontext
         references = x["reference_ids"]
         backbone = model.backbone
         decoder = backbone.caption_decoder
@@ -266,61 +300,109 @@ class SelfCriticalTrainer:
         max_length = model.caption_length + 1
         inputs = {key: x[key] for key in (backbone.input_kind, "frame_mask")}
 
-        with tf.GradientTape() as tape:
-            sequence, hidden, cell = backbone.encode(inputs, training=False)
-            cache = decoder.initial_cache(sequence, inputs["frame_mask"], hidden, cell)
-            # Samples and the greedy baseline: integer ids, no gradient.
-            with tape.stop_recording():
-                samples = decode(
-                    decoder,
-                    repeat_cache(cache, num_samples),
-                    max_length,
-                    model.self_critical_seed_generator,
-                )
-                batch_size = ops.shape(sequence)[0]
-                video_index = ops.repeat(ops.arange(batch_size), num_samples)
-                reward_function = self.reward_function
-                rewards = reward_function(samples, references, video_index)
-                rewards = ops.cast(rewards, "float32")
-                greedy = decode(decoder, cache, max_length)
-                greedy_rewards = ops.cast(
-                    reward_function(greedy, references, ops.arange(batch_size)),
-                    "float32",
-                )
-                baseline = sample_baselines(
-                    rewards, num_samples, config.baseline, greedy_rewards
-                )
-                advantages = rewards - baseline
-            # Log-probabilities of the samples, teacher-forced, with gradient.
-            sampled_inputs = ops.concatenate(
-                [ops.full((ops.shape(samples)[0], 1), BOS_ID, "int32"), samples[:, :-1]],
-                axis=1,
+        sequence, hidden, cell = backbone.encode(inputs, training=False)
+        cache = decoder.initial_cache(sequence, inputs["frame_mask"], hidden, cell)
+        # Samples and the greedy baseline: integer ids, no gradient.
+        with no_gradient():
+            samples = decode(
+                decoder,
+                repeat_cache(cache, num_samples),
+                max_length,
+                model.self_critical_seed_generator,
             )
-            repeat = lambda tensor: ops.repeat(tensor, num_samples, axis=0)  # noqa: E731
-            logits = decoder(
-                sampled_inputs,
-                repeat(sequence),
-                repeat(inputs["frame_mask"]),
-                initial_state=(repeat(hidden), repeat(cell)),
-                training=False,
+            batch_size = ops.shape(sequence)[0]
+            video_index = ops.repeat(ops.arange(batch_size), num_samples)
+            reward_function = self.reward_function
+            rewards = ops.cast(reward_function(samples, references, video_index), "float32")
+            greedy = decode(decoder, cache, max_length)
+            greedy_rewards = ops.cast(
+                reward_function(greedy, references, ops.arange(batch_size)), "float32"
             )
-            log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-            loss = policy_gradient_loss(log_probs, samples, advantages)
-            mean_entropy = entropy(log_probs, samples)
-            if config.entropy_weight:
-                loss = loss - config.entropy_weight * mean_entropy
-            num_replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            if config.xe_weight:
-                xe_inputs = {key: x[key] for key in model.backbone.input}
-                predictions = model(xe_inputs, training=True)
-                # `compute_loss` comes already divided by the replica count.
-                xe_loss = num_replicas * model.compute_loss(
-                    x=xe_inputs, y=y, y_pred=predictions, sample_weight=sample_weight
-                )
-                loss = loss + config.xe_weight * xe_loss
-            # Replicas' gradients are summed: each contributes 1/replicas.
-            scaled_loss = model.optimizer.scale_loss(loss / num_replicas)
+            baseline = sample_baselines(
+                rewards, num_samples, config.baseline, greedy_rewards
+            )
+            advantages = ops.stop_gradient(rewards - baseline)
+        # Log-probabilities of the samples, teacher-forced, with gradient.
+        sampled_inputs = ops.concatenate(
+            [ops.full((ops.shape(samples)[0], 1), BOS_ID, "int32"), samples[:, :-1]],
+            axis=1,
+        )
 
+        def repeat(tensor):
+            return ops.repeat(tensor, num_samples, axis=0)
+
+        logits = decoder(
+            sampled_inputs,
+            repeat(sequence),
+            repeat(inputs["frame_mask"]),
+            initial_state=(repeat(hidden), repeat(cell)),
+            training=False,
+        )
+        log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
+        loss = policy_gradient_loss(log_probs, samples, advantages)
+        mean_entropy = entropy(log_probs, samples)
+        if config.entropy_weight:
+            loss = loss - config.entropy_weight * mean_entropy
+        num_replicas = _num_replicas()
+        if config.xe_weight:
+            xe_inputs = {key: x[key] for key in model.backbone.input}
+            predictions = model(xe_inputs, training=True)
+            # `compute_loss` comes already divided by the replica count.
+            xe_loss = num_replicas * model.compute_loss(
+                x=xe_inputs, y=y, y_pred=predictions, sample_weight=sample_weight
+            )
+            loss = loss + config.xe_weight * xe_loss
+        statistics = {
+            "rewards": rewards,
+            "baseline": baseline,
+            "advantages": advantages,
+            "greedy_rewards": greedy_rewards,
+            "entropy": ops.stop_gradient(mean_entropy),
+        }
+        return loss, statistics
+
+    def update_trackers(self, loss, statistics):
+        """Feeds the step's values to the trackers; returns the logs."""
+        model = self.model
+        trackers = model.self_critical_trackers
+        trackers["loss"].update_state(loss)
+        # Keras' own `loss` tracker is in `model.metrics` too, and Keras may
+        # report the epoch's metrics rather than the step's logs: same value.
+        for metric in model.metrics:
+            if metric.name == "loss" and metric is not trackers["loss"]:
+                metric.update_state(loss)
+        trackers["reward"].update_state(statistics["rewards"])
+        trackers["baseline"].update_state(statistics["baseline"])
+        trackers["advantage"].update_state(statistics["advantages"])
+        trackers["greedy_reward"].update_state(statistics["greedy_rewards"])
+        trackers["entropy"].update_state(statistics["entropy"])
+        return {name: tracker.result() for name, tracker in trackers.items()}
+
+    # === The gradient step, per backend ===
+
+    def train_step(self, data):
+        """The step of TensorFlow's and PyTorch's trainers (in place)."""
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            return self._tensorflow_train_step(data)
+        if backend == "torch":
+            return self._torch_train_step(data)
+        raise ValueError(
+            f"Self-critical training has no in-place step on {backend!r}; "
+            "JAX uses `stateless_train_step`."
+        )
+
+    def _tensorflow_train_step(self, data):
+        import tensorflow as tf
+
+        model = self.model
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            loss, statistics = self.loss_and_statistics(
+                x, y, sample_weight, no_gradient=tape.stop_recording
+            )
+            # Replicas' gradients are summed: each contributes 1/replicas.
+            scaled_loss = model.optimizer.scale_loss(loss / _num_replicas())
         variables = model.trainable_variables
         gradients = tape.gradient(scaled_loss, variables)
         # Embedding gradients arrive as IndexedSlices whose row count differs
@@ -331,17 +413,84 @@ class SelfCriticalTrainer:
             for g in gradients
         ]
         model.optimizer.apply(gradients, variables)
+        return self.update_trackers(loss, statistics)
 
-        trackers = model.self_critical_trackers
-        trackers["loss"].update_state(loss)
-        # Keras' own `loss` tracker is in `model.metrics` too, and Keras may
-        # report the epoch's metrics rather than the step's logs: same value.
-        for metric in model.metrics:
-            if metric.name == "loss" and metric is not trackers["loss"]:
-                metric.update_state(loss)
-        trackers["reward"].update_state(rewards)
-        trackers["baseline"].update_state(baseline)
-        trackers["advantage"].update_state(advantages)
-        trackers["greedy_reward"].update_state(greedy_rewards)
-        trackers["entropy"].update_state(mean_entropy)
-        return {name: tracker.result() for name, tracker in trackers.items()}
+    def _torch_train_step(self, data):
+        import torch
+
+        model = self.model
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        model.zero_grad()
+        loss, statistics = self.loss_and_statistics(
+            x, y, sample_weight, no_gradient=torch.no_grad
+        )
+        model.optimizer.scale_loss(loss).backward()
+        variables = model.trainable_variables
+        gradients = [variable.value.grad for variable in variables]
+        with torch.no_grad():
+            model.optimizer.apply(gradients, variables)
+        return self.update_trackers(ops.stop_gradient(loss), statistics)
+
+    def stateless_train_step(self, state, data):
+        """JAX's step: `(state, data) -> (logs, state)`, no variable changes.
+
+        `state` is `(trainable, non_trainable, optimizer, metrics)` values in
+        the order of the model's variable lists; the sampler's seed state is
+        a non-trainable variable, so each step draws new samples.
+        """
+        import jax
+
+        model = self.model
+        trainable, non_trainable, optimizer_values, metrics_values = state
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+
+        def loss_of(trainable):
+            mapping = list(zip(model.trainable_variables, trainable)) + list(
+                zip(model.non_trainable_variables, non_trainable)
+            )
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                loss, statistics = self.loss_and_statistics(x, y, sample_weight)
+            new_non_trainable = _current_values(scope, model.non_trainable_variables)
+            with keras.StatelessScope(
+                state_mapping=list(zip(model.optimizer.variables, optimizer_values))
+            ):
+                scaled_loss = model.optimizer.scale_loss(loss)
+            return scaled_loss, (loss, statistics, new_non_trainable)
+
+        (_, (loss, statistics, non_trainable)), gradients = jax.value_and_grad(
+            loss_of, has_aux=True
+        )(trainable)
+        trainable, optimizer_values = model.optimizer.stateless_apply(
+            optimizer_values, gradients, trainable
+        )
+        with keras.StatelessScope(
+            state_mapping=list(zip(model.metrics_variables, metrics_values))
+        ) as scope:
+            logs = self.update_trackers(loss, statistics)
+        metrics_values = _current_values(scope, model.metrics_variables)
+        return logs, (trainable, non_trainable, optimizer_values, metrics_values)
+
+
+def _current_values(scope, variables):
+    """Each variable's value in a `StatelessScope` (its own if unchanged)."""
+    values = []
+    for variable in variables:
+        value = scope.get_current_value(variable)
+        values.append(variable.value if value is None else value)
+    return values
+
+
+def _num_replicas():
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _outside_any_graph():
+    if keras.backend.backend() != "tensorflow":
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
+    return tf.init_scope()

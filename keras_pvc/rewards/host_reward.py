@@ -1,11 +1,12 @@
 """Caption rewards scored on the host (BLEU, ROUGE-L, CIDEr-D, mixtures)."""
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_pvc.metrics.bleu import corpus_bleu
 from keras_pvc.metrics.cider import CiderD
-from keras_pvc.metrics.cider import document_frequency
+from keras_pvc.metrics.cider import document_frequency as text_document_frequency
 from keras_pvc.metrics.rouge import corpus_rouge_l
 from keras_pvc.rewards.token_ids import BOS_ID
 from keras_pvc.rewards.token_ids import EOS_ID
@@ -18,7 +19,7 @@ REWARD_NAMES = ("cider_d", "bleu_1", "bleu_2", "bleu_3", "bleu_4", "rouge_l")
 
 
 class HostCaptionReward:
-    """A weighted mix of caption metrics, scored in numpy via `tf.numpy_function`.
+    """A weighted mix of caption metrics, scored in numpy on the host.
 
     Token ids are detokenised with `vocabulary` (index = id) and scored with
     the coco-caption metrics of `keras_pvc.metrics`: `"cider_d"` (document
@@ -26,12 +27,19 @@ class HostCaptionReward:
     (coco-caption's sentence BLEU) and `"rouge_l"`. The graph waits for
     Python, so prefer `CiderDReward` when the reward is CIDEr-D alone.
 
+    On every backend, inside compiled steps too: a `tf.numpy_function` on
+    TensorFlow, a `jax.pure_callback` on JAX, a plain call on PyTorch (which
+    runs eagerly).
+
     Args:
         weights: dict or str. Reward name → weight, e.g.
             `{"cider_d": 1.0, "bleu_4": 0.5}`; a str means weight 1.
         vocabulary: list of str or None. Word of each id; None joins the ids.
         train_reference_ids: training references as token ids (see
-            `cider_d_document_frequency`); needed for `"cider_d"`.
+            `cider_d_document_frequency`); for `"cider_d"`, or:
+        document_frequency: dict with `codes`, `counts`, `num_documents`
+            (`cider_d_document_frequency`'s output, as a self-critical config
+            stores it) instead of `train_reference_ids`.
         pad_id: int.
         bos_id: int.
         eos_id: int.
@@ -49,7 +57,7 @@ class HostCaptionReward:
 
     def __init__(
         self, weights, vocabulary=None, train_reference_ids=None,
-        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID, document_frequency=None,
     ):
         if isinstance(weights, str):
             weights = {weights: 1.0}
@@ -60,15 +68,28 @@ class HostCaptionReward:
         self.vocabulary = None if vocabulary is None else list(vocabulary)
         self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self._cider_d = None
-        if "cider_d" in self.weights:
+        if "cider_d" in self.weights and document_frequency is not None:
+            if self.vocabulary is None:
+                raise ValueError("`document_frequency` (n-gram codes) needs the `vocabulary`.")
+            frequency = _frequency_of_codes(
+                document_frequency["codes"],
+                document_frequency["counts"],
+                len(self.vocabulary),
+                self._word,
+            )
+            self._cider_d = CiderD(frequency, int(document_frequency["num_documents"]))
+        elif "cider_d" in self.weights:
             if train_reference_ids is None:
                 raise ValueError('"cider_d" needs train_reference_ids for its document frequencies.')
             train_texts = [
                 [self._text(row) for row in reference_rows(clip, pad_id)]
                 for clip in train_reference_ids
             ]
-            frequency, num_documents = document_frequency(train_texts)
+            frequency, num_documents = text_document_frequency(train_texts)
             self._cider_d = CiderD(frequency, num_documents)
+
+    def _word(self, token_id):
+        return str(token_id) if self.vocabulary is None else self.vocabulary[token_id]
 
     def _text(self, token_ids):
         words = clean_token_ids(token_ids, self.pad_id, self.bos_id, self.eos_id)
@@ -99,23 +120,58 @@ class HostCaptionReward:
         return total.astype(np.float32)
 
     def __call__(self, candidate_ids, reference_ids, video_index=None):
-        candidate_ids = tf.convert_to_tensor(candidate_ids)
-        reference_ids = tf.convert_to_tensor(reference_ids)
-        if candidate_ids.shape.rank != 2 or reference_ids.shape.rank != 3:
+        candidate_ids = ops.convert_to_tensor(candidate_ids)
+        reference_ids = ops.convert_to_tensor(reference_ids)
+        if len(candidate_ids.shape) != 2 or len(reference_ids.shape) != 3:
             raise ValueError(
                 "candidate_ids must be (num_candidates, length) and reference_ids "
                 f"(batch, max_refs, length); got {candidate_ids.shape} and {reference_ids.shape}."
             )
         if video_index is None:
-            batch_size = tf.shape(reference_ids)[0]
-            video_index = tf.repeat(
-                tf.range(batch_size), tf.shape(candidate_ids)[0] // batch_size
+            batch_size = ops.shape(reference_ids)[0]
+            video_index = ops.repeat(
+                ops.arange(batch_size), ops.shape(candidate_ids)[0] // batch_size
             )
-        rewards = tf.numpy_function(
-            self.score_numpy,
-            [candidate_ids, reference_ids, tf.cast(video_index, tf.int32)],
-            tf.float32,
-            stateful=False,
+        video_index = ops.cast(video_index, "int32")
+        backend = keras.backend.backend()
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            rewards = tf.numpy_function(
+                self.score_numpy,
+                [candidate_ids, reference_ids, video_index],
+                tf.float32,
+                stateful=False,
+            )
+            rewards.set_shape(candidate_ids.shape[:1])
+            return rewards
+        if backend == "jax":
+            import jax
+
+            shape = jax.ShapeDtypeStruct(candidate_ids.shape[:1], "float32")
+            return jax.pure_callback(
+                self.score_numpy, shape, candidate_ids, reference_ids, video_index
+            )
+        return ops.convert_to_tensor(
+            self.score_numpy(
+                ops.convert_to_numpy(candidate_ids),
+                ops.convert_to_numpy(reference_ids),
+                ops.convert_to_numpy(video_index),
+            )
         )
-        rewards.set_shape(candidate_ids.shape[:1])
-        return rewards
+
+
+def _frequency_of_codes(codes, counts, vocabulary_size, word):
+    """n-gram codes (base-V numbers of ids >= 1) -> {word tuple: count}.
+
+    A code's digits are its n-gram's ids, most significant first; no id is 0
+    (`<pad>`), so the number of digits is the order.
+    """
+    frequency = {}
+    for code, count in zip(np.asarray(codes).tolist(), np.asarray(counts).tolist()):
+        ids = []
+        while code > 0:
+            code, token_id = divmod(code, vocabulary_size)
+            ids.append(token_id)
+        frequency[tuple(word(token_id) for token_id in reversed(ids))] = int(count)
+    return frequency
