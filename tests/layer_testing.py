@@ -95,13 +95,14 @@ def tensorflow_only(reason):
     )
 
 
-def gradients(loss_fn, variables, inputs, compiled=False):
+def gradients(loss_fn, variables, inputs, compiled=False, return_loss=False):
     """Gradients of `loss_fn(*inputs)` w.r.t. `variables` and then `inputs`.
 
     The backend's own autodiff: a `tf.GradientTape` (in a `tf.function`
     when `compiled`), `jax.grad` over the variables' values in a
     `keras.StatelessScope` (under `jax.jit` when `compiled`), or torch's
-    `backward()` (eager only). Returns numpy arrays, None for no gradient.
+    `backward()` (eager only). Returns numpy arrays, None for no gradient
+    (and first the loss, with `return_loss`).
     """
     inputs = [np.asarray(x) for x in inputs]
     if BACKEND == "tensorflow":
@@ -111,10 +112,10 @@ def gradients(loss_fn, variables, inputs, compiled=False):
             with tf.GradientTape() as tape:
                 tape.watch(tensors)
                 loss = loss_fn(*tensors)
-            return tape.gradient(loss, list(variables) + list(tensors))
+            return loss, tape.gradient(loss, list(variables) + list(tensors))
 
         function = tf.function(tape_gradients) if compiled else tape_gradients
-        result = function(*[tf.constant(x) for x in inputs])
+        loss, result = function(*[tf.constant(x) for x in inputs])
     elif BACKEND == "jax":
         import jax
 
@@ -122,10 +123,10 @@ def gradients(loss_fn, variables, inputs, compiled=False):
             with keras.StatelessScope(state_mapping=list(zip(variables, values))):
                 return loss_fn(*tensors)
 
-        function = jax.grad(pure_loss, argnums=(0, 1))
+        function = jax.value_and_grad(pure_loss, argnums=(0, 1))
         if compiled:
             function = jax.jit(function)
-        variable_grads, input_grads = function(
+        loss, (variable_grads, input_grads) = function(
             [v.value for v in variables], [jax.numpy.asarray(x) for x in inputs]
         )
         result = list(variable_grads) + list(input_grads)
@@ -137,8 +138,13 @@ def gradients(loss_fn, variables, inputs, compiled=False):
         tensors = [torch.tensor(x, requires_grad=True) for x in inputs]
         for variable in variables:
             variable.value.grad = None
-        loss_fn(*tensors).backward()
+        loss = loss_fn(*tensors)
+        loss.backward()
+        loss = loss.detach()
         result = [v.value.grad for v in variables] + [t.grad for t in tensors]
     else:
         raise ValueError(f"Unsupported backend {BACKEND!r}.")
-    return [None if g is None else keras.ops.convert_to_numpy(g) for g in result]
+    result = [None if g is None else keras.ops.convert_to_numpy(g) for g in result]
+    if return_loss:
+        return keras.ops.convert_to_numpy(loss), result
+    return result
