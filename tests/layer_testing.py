@@ -148,3 +148,11 @@ def gradients(loss_fn, variables, inputs, compiled=False, return_loss=False):
     if return_loss:
         return keras.ops.convert_to_numpy(loss), result
     return result
+
+
+def slow_on_jax(test):
+    """`slow` on JAX only, where compiling the decode loops costs ~20-50 s a
+    test on the shared 2-core CPU (seconds on TensorFlow and torch)."""
+    import pytest
+
+    return pytest.mark.slow(test) if BACKEND == "jax" else test

@@ -29,6 +29,7 @@ from test_models import tiny_model
 from test_models import tiny_preprocessor
 from layer_testing import BACKEND
 from layer_testing import gradients as backend_gradients
+from layer_testing import slow_on_jax
 from layer_testing import tensorflow_only
 
 CAPTION_LENGTH = 4
@@ -189,6 +190,7 @@ def test_zero_advantage_step_leaves_weights_unchanged():
         np.testing.assert_array_equal(ops.convert_to_numpy(variable), value, variable.path)
 
 
+@slow_on_jax
 def test_policy_gradient_raises_high_reward_and_lowers_low_reward_sample():
     keras.utils.set_random_seed(0)
     model = tiny_model()
@@ -236,6 +238,7 @@ def test_fit_raises_probability_of_rewarded_word():
     assert word_log_prob() > before + 0.5
 
 
+@slow_on_jax
 def test_fit_raises_the_cider_d_reward():
     # Self-critical training alone, from scratch, on four clips: the CIDEr-D
     # (the configured reward: in the graph on TensorFlow, on the host
@@ -281,6 +284,7 @@ def test_mean_baseline_is_mean_of_other_samples_by_hand():
 # === Decoding ===
 
 
+@slow_on_jax
 def test_decode_is_reproducible_per_seed_and_greedy_matches_generate():
     keras.utils.set_random_seed(0)
     model = tiny_model()
@@ -414,6 +418,7 @@ from test_models import tiny_model
 from test_models import tiny_preprocessor
 from layer_testing import BACKEND
 from layer_testing import gradients as backend_gradients
+from layer_testing import slow_on_jax
 from layer_testing import tensorflow_only
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
