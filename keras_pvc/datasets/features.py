@@ -22,6 +22,7 @@ import warnings
 
 import numpy as np
 
+from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.datasets.pipeline import ClipArrays
 from keras_pvc.datasets.pipeline import caption_dataset
 from keras_pvc.datasets.pipeline import caption_examples
@@ -69,6 +70,12 @@ def scan_features(clips, features_dir=None):
     kept, paths, masks, failures = [], [], [], []
     feature_shape = dtype = None
     for clip in clips:
+        problem = clip_id_problem(clip.clip_id, features_dir) or (
+            features_dir is not None and clip_id_problem(clip.clip_id + ".npy", features_dir)
+        )
+        if problem is not None:
+            failures.append((clip.clip_id, problem))
+            continue
         path = _features_file(clip, features_dir)
         if path is None:
             failures.append((clip.clip_id, "the clip has no features_path"))

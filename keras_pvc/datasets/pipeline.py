@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.video import VideoReadError
 from keras_pvc.video import read_frames
 
@@ -59,8 +60,10 @@ def _progress(total, verbose, name):
 def read_clip_videos(clips, num_frames, frame_size, workers=None, verbose=True):
     """Decodes every clip's video into memory with `read_frames`.
 
-    Unreadable videos (missing, corrupt, empty) are skipped and returned in
-    `failures` with the reason; the rest are read in parallel threads (OpenCV
+    Unreadable videos (missing, corrupt, empty, too small, too short or too
+    dark: see `keras_pvc.video.read_frames`) and clips whose id is not a
+    plain file name (`keras_pvc.datasets.clip.clip_id_problem`) are skipped
+    and returned in `failures` with the reason; the rest are read in parallel threads (OpenCV
     releases the GIL while decoding).
 
     Args:
@@ -82,6 +85,11 @@ def read_clip_videos(clips, num_frames, frame_size, workers=None, verbose=True):
 
     def read(index):
         clip = clips[index]
+        problem = clip_id_problem(clip.clip_id)
+        if problem is not None:
+            raise VideoReadError(clip.video_path, f"clip {clip.clip_id!r} skipped: {problem}")
+        if clip.video_path is None:
+            raise VideoReadError(clip.clip_id, "the clip has no video_path")
         return index, read_frames(
             clip.video_path, num_frames, size=frame_size, start=clip.start, end=clip.end
         )

@@ -1,0 +1,240 @@
+"""Bad input and faults (issue 16): every probe ends in a clear message naming
+the file and the problem, nothing is read from outside the dataset, and the
+rest of the run goes on."""
+
+import csv
+import os
+import sys
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from keras_pvc.datasets.clip import Clip
+from keras_pvc.datasets.clip import DatasetError
+from keras_pvc.datasets.clip import DatasetWarning
+from keras_pvc.datasets.clip import clip_file
+from keras_pvc.datasets.clip import clip_id_problem
+
+HEADER = ["VideoID", "Start", "End", "WorkerID", "Source", "AnnotationTime",
+          "Language", "Description"]
+
+
+def write_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for video_id, start, end, language, description in rows:
+            writer.writerow([video_id, start, end, 1, "clean", 10, language, description])
+
+
+def write_clip(path, size=(32, 24), num_frames=6, level=None):
+    """An MJPG clip of `num_frames` frames of `size` (width, height)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 8.0, size)
+    assert writer.isOpened()
+    for index in range(num_frames):
+        value = 60 + 30 * index if level is None else level
+        frame = np.full((size[1], size[0], 3), value, np.uint8)
+        frame[: size[1] // 2, : size[0] // 2] = 255 - value if level is None else level
+        writer.write(frame)
+    writer.release()
+    return str(path)
+
+
+class OpenedFiles:
+    """Every path opened while active: Python's `open`/`os.open` (an audit
+    hook) and OpenCV's `VideoCapture` (which opens files in C)."""
+
+    def __init__(self, monkeypatch):
+        import keras_pvc.video as video
+
+        self.paths = []
+        self.active = True
+        real_capture = video.cv2.VideoCapture
+
+        def capture(path, *args):
+            self.paths.append(os.path.realpath(str(path)))
+            return real_capture(path, *args)
+
+        monkeypatch.setattr(video.cv2, "VideoCapture", capture)
+
+        def hook(event, args):
+            if self.active and event == "open" and isinstance(args[0], (str, bytes)):
+                self.paths.append(os.path.realpath(os.fsdecode(args[0])))
+
+        sys.addaudithook(hook)  # hooks cannot be removed: `stop` disarms it
+
+    def stop(self):
+        self.active = False
+
+
+# --- Row 1: one rule for clip ids -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "clip_id, reason",
+    [
+        ("../../escape_0_1", "path separator"),
+        ("a\\b_0_1", "path separator"),
+        ("..", "names a folder"),
+        ("", "empty"),
+        ("bad\x00id", "control character"),
+        (7, "not a str"),
+    ],
+)
+def test_clip_id_rule_refuses_names_that_are_not_plain(clip_id, reason):
+    assert reason in clip_id_problem(clip_id)
+
+
+def test_clip_id_rule_refuses_a_symlink_out_of_the_folder(tmp_path):
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    outside = tmp_path / "secret.avi"
+    outside.write_bytes(b"x")
+    os.symlink(outside, folder / "link_0_1.avi")
+    assert "resolves outside" in clip_id_problem("link_0_1.avi", folder)
+    with pytest.raises(DatasetError, match="link_0_1") as info:
+        clip_file(folder, "link_0_1", ".avi")
+    assert str(folder) in str(info.value)
+    assert clip_id_problem("-_hbPLsZvvo_18_25", folder) is None
+
+
+@pytest.fixture
+def escaping_msvd(tmp_path):
+    """An MSVD folder with a good clip, a `../../escape` row and a symlink
+    leaving the folder; the escape target holds a readable clip."""
+    root = tmp_path / "datasets" / "msvd"
+    videos = root / "YouTubeClips"
+    videos.mkdir(parents=True)
+    write_clip(videos / "good_0_1.avi")
+    # YouTubeClips/../../escape_0_1.avi is tmp_path/datasets/escape_0_1.avi.
+    escape = write_clip(tmp_path / "datasets" / "escape_0_1.avi")
+    linked = write_clip(tmp_path / "linked_target.avi")
+    os.symlink(linked, videos / "linked_0_1.avi")
+    write_csv(
+        root / "video_corpus.csv",
+        [
+            ("good", 0, 1, "English", "a good clip"),
+            ("../../escape", 0, 1, "English", "a clip from outside"),
+            ("linked", 0, 1, "English", "a clip linked from outside"),
+        ],
+    )
+    return str(root), [os.path.realpath(escape), os.path.realpath(linked)]
+
+
+def test_msvd_skips_escaping_ids_by_name_and_never_opens_them(escaping_msvd, monkeypatch):
+    from keras_pvc.presets import preset_config
+    from keras_pvc.runs import load_dataset_clips
+    from keras_pvc.runs import read_clip_arrays
+
+    root, outside = escaping_msvd
+    opened = OpenedFiles(monkeypatch)
+    with pytest.warns(DatasetWarning) as record:
+        clips = load_dataset_clips("msvd", root)  # what `keras-pvc train` calls
+    config = preset_config("procedural")
+    arrays = read_clip_arrays(clips, config, verbose=0)
+    opened.stop()
+    message = " ".join(str(warning.message) for warning in record)
+    assert "video_corpus.csv" in message
+    assert "'../../escape_0_1'" in message and "path separator" in message
+    assert "'linked_0_1'" in message and "resolves outside" in message
+    assert [clip.clip_id for clip in clips] == ["good_0_1"]
+    assert [clip.clip_id for clip in arrays.clips] == ["good_0_1"]
+    assert any(path.endswith("good_0_1.avi") for path in opened.paths)
+    for path in outside:
+        assert path not in opened.paths
+
+
+def test_extract_and_train_readers_apply_the_same_rule(tmp_path, escaping_msvd):
+    """`keras-pvc extract` and the training reader refuse the same ids with
+    the same reason, even for clips built by hand."""
+    from keras_pvc.datasets.pipeline import read_clip_videos
+    from keras_pvc.extract import extract_features
+    from keras_pvc.layers import FrameCNN
+
+    root, outside = escaping_msvd
+    clip = Clip("../../escape_0_1", ["a clip"], "train", video_path=outside[0])
+    arrays = read_clip_videos([clip], 2, (16, 16), verbose=False)
+    assert arrays.clips == []
+    (clip_id, reason), = arrays.failures
+    assert clip_id == "../../escape_0_1" and "path separator" in reason
+    report = extract_features(
+        [clip], tmp_path / "features", FrameCNN("simple", filters=(4,)),
+        num_frames=2, frame_size=(16, 16), verbose=0,
+    )
+    assert report.failed[0]["clip_id"] == "../../escape_0_1"
+    assert "path separator" in report.failed[0]["reason"]
+
+
+def test_msrvtt_and_youcook2_skip_escaping_ids(tmp_path):
+    import json
+
+    from keras_pvc.datasets.msrvtt import load_msrvtt
+    from keras_pvc.datasets.youcook2 import load_youcook2
+
+    msrvtt = tmp_path / "videodatainfo.json"
+    msrvtt.write_text(json.dumps({
+        "videos": [{"video_id": "video0", "split": "train"},
+                   {"video_id": "../video1", "split": "train"}],
+        "sentences": [{"video_id": "video0", "caption": "a man", "sen_id": 0}],
+    }))
+    with pytest.warns(DatasetWarning, match=r"'\.\./video1'.*path separator"):
+        clips = load_msrvtt(msrvtt)
+    assert [clip.clip_id for clip in clips] == ["video0"]
+    youcook = tmp_path / "youcook.json"
+    youcook.write_text(json.dumps({"database": {
+        "ok": {"subset": "training", "annotations": [{"segment": [1, 2], "sentence": "cut"}]},
+        "../up": {"subset": "training", "annotations": [{"segment": [1, 2], "sentence": "cut"}]},
+    }}))
+    with pytest.warns(DatasetWarning, match=r"youcook.json.*'\.\./up'.*path separator"):
+        clips = load_youcook2(youcook)
+    assert [clip.clip_id for clip in clips] == ["ok_1_2"]
+
+
+# --- Row 3: every skipped csv row with its line number and reason -----------
+
+
+def test_every_skipped_csv_row_has_its_line_and_reason(tmp_path):
+    from keras_pvc.datasets.msvd import read_video_corpus
+
+    path = tmp_path / "video_corpus.csv"
+    write_csv(path, [
+        ("a", 0, 1, "English", "a dog runs"),        # line 2: kept
+        ("a", 0, 1, "English", ""),                   # 3: empty
+        ("a", 0, 1, "English", "  A dog   RUNS "),    # 4: duplicate of 2
+        ("", 0, 1, "English", "no id"),               # 5: missing VideoID
+        ("b", 0, 1, "French", "un chien"),            # 6: other language
+        ("b", 0, 1, "English", "a cat sits"),         # 7: kept
+    ])
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write("c,0,1,1,clean,10,English\n")   # 8: no Description field
+    with pytest.warns(DatasetWarning) as record:
+        references, counts = read_video_corpus(path)
+    assert references == {"a_0_1": ["a dog runs"], "b_0_1": ["a cat sits"]}
+    assert counts["skipped"] == [
+        (3, "empty Description"),
+        (4, "repeats line 2 of clip 'a_0_1'"),
+        (5, "no VideoID"),
+        (6, "language 'French'"),
+        (8, "no Description"),
+    ]
+    message = str(record[0].message)
+    assert str(path) in message
+    for text in ("line 3 (empty Description)", "line 4 (repeats line 2",
+                 "line 5 (no VideoID)", "line 8 (no Description)", "lines 6"):
+        assert text in message
+
+
+def test_an_unparseable_csv_names_the_file_and_line(tmp_path):
+    from keras_pvc.datasets.msvd import read_video_corpus
+
+    path = tmp_path / "video_corpus.csv"
+    write_csv(path, [("a", 0, 1, "English", "a dog runs")])
+    with open(path, "ab") as handle:
+        handle.write(b'b,0,1,1,clean,10,English,"' + b"x" * 200_000 + b'"\n')
+    with pytest.raises(DatasetError, match=r"video_corpus.csv: cannot be parsed as csv after line 2 .field larger"):
+        read_video_corpus(path)
+    path.write_text("just,a,header\n")
+    with pytest.raises(DatasetError, match="not an MSVD video_corpus.csv"):
+        read_video_corpus(path)
