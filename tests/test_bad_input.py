@@ -238,3 +238,49 @@ def test_an_unparseable_csv_names_the_file_and_line(tmp_path):
     path.write_text("just,a,header\n")
     with pytest.raises(DatasetError, match="not an MSVD video_corpus.csv"):
         read_video_corpus(path)
+
+
+# --- Row 2: clips too small, too short or too dark --------------------------
+
+
+@pytest.mark.parametrize(
+    "size, num_frames, level, reason",
+    [
+        ((1, 1), 6, None, "too small to be a video: 1x1 pixels"),
+        ((32, 8), 6, None, "too small to be a video: 32x8 pixels"),
+        ((32, 24), 1, None, "too short to be a video: 1 frame"),
+        ((32, 24), 6, 0, "too dark to be a video"),
+    ],
+)
+def test_read_frames_refuses_clips_that_are_not_videos(tmp_path, size, num_frames, level, reason):
+    from keras_pvc.video import VideoReadError
+    from keras_pvc.video import read_frames
+
+    path = write_clip(tmp_path / "bad.avi", size=size, num_frames=num_frames, level=level)
+    with pytest.raises(VideoReadError) as info:
+        read_frames(path, 4, size=(64, 64))
+    assert reason in str(info.value)
+    assert path in str(info.value)
+
+
+def test_bad_clips_are_reported_by_name_and_the_rest_is_read(tmp_path):
+    from keras_pvc.datasets.pipeline import read_clip_videos
+    from keras_pvc.video import MIN_PEAK_BRIGHTNESS
+
+    clips = [
+        Clip("tiny", ["x"], "train", video_path=write_clip(tmp_path / "tiny.avi", size=(1, 1))),
+        Clip("good", ["x"], "train", video_path=write_clip(tmp_path / "good.avi")),
+        Clip("still", ["x"], "train", video_path=write_clip(tmp_path / "still.avi", num_frames=1)),
+        Clip("black", ["x"], "train", video_path=write_clip(tmp_path / "black.avi", level=3)),
+        # Dark but not black: the brightest pixel just above the minimum.
+        Clip("dim", ["x"], "train",
+             video_path=write_clip(tmp_path / "dim.avi", level=MIN_PEAK_BRIGHTNESS + 8)),
+    ]
+    arrays = read_clip_videos(clips, 4, (16, 16), verbose=False)
+    assert [clip.clip_id for clip in arrays.clips] == ["good", "dim"]
+    reasons = dict(arrays.failures)
+    assert sorted(reasons) == ["black", "still", "tiny"]
+    assert "too small" in reasons["tiny"] and "tiny.avi" in reasons["tiny"]
+    assert "too short" in reasons["still"] and "still.avi" in reasons["still"]
+    assert "too dark" in reasons["black"] and "black.avi" in reasons["black"]
+    assert arrays.videos.shape == (2, 4, 16, 16, 3)
