@@ -333,3 +333,96 @@ def test_fit_with_raw_caption_validation_data_and_a_second_fit():
     np.testing.assert_array_equal(
         ids.numpy(), model.preprocessor.tokenize(CAPTIONS + ["an unseen word"])
     )
+
+
+# --- Row 6: the CLI's errors ------------------------------------------------
+
+REFERENCES = {"v1": ["a man is playing a guitar"], "v2": ["a dog runs"],
+              "v3": ["a cat sits on a mat"]}
+
+
+def _json_file(path, value, bom=False):
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value)
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8"))
+    return str(path)
+
+
+def _run_cli(argv, capsys):
+    from keras_pvc.cli import main
+
+    code = main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "predictions, expected",
+    [
+        ('{"v1": "a man', "is not valid JSON"),
+        ({}, "predictions is empty"),
+        ({"v1": "a man", "nope": "x", "gone": "y"}, "2 of 3 predictions are for clips that have no references"),
+        (["a list"], "must hold a JSON object"),
+        (b"\xff\xfe{}", "is not UTF-8 text"),
+    ],
+)
+def test_evaluate_errors_are_one_line_naming_the_file(tmp_path, capsys, predictions, expected):
+    references = _json_file(tmp_path / "refs.json", REFERENCES)
+    if isinstance(predictions, bytes):
+        (tmp_path / "preds.json").write_bytes(predictions)
+        path = str(tmp_path / "preds.json")
+    else:
+        path = _json_file(tmp_path / "preds.json", predictions)
+    code, out, err = _run_cli(["evaluate", path, references], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert expected in err and "preds.json" in err
+    assert "Traceback" not in err + out
+
+
+def test_evaluate_a_missing_path_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    from keras_pvc.cli import main
+
+    references = _json_file(tmp_path / "refs.json", REFERENCES)
+    missing = str(tmp_path / "nowhere.json")
+    code, _, err = _run_cli(["evaluate", missing, references], capsys)
+    assert code == 1 and "nowhere.json not found" in err and err.count("\n") == 1
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        main(["--debug", "evaluate", missing, references])
+    monkeypatch.setenv("KERAS_PVC_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="nowhere.json"):
+        main(["evaluate", missing, references])
+
+
+def test_evaluate_accepts_a_bom_and_warns_about_a_subset(tmp_path, capsys, monkeypatch):
+    import json
+
+    import keras_pvc.metrics.evaluate as evaluate
+
+    # METEOR's jar takes seconds to start and is not what this checks.
+    monkeypatch.setattr(evaluate, "corpus_meteor", lambda *args, **kwargs: (None, None, None))
+
+    references = _json_file(tmp_path / "refs.json", REFERENCES, bom=True)
+    predictions = _json_file(
+        tmp_path / "preds.json", {"v1": "a man plays a guitar", "v2": "a dog runs"}, bom=True
+    )
+    out_json = str(tmp_path / "scores.json")
+    code, out, err = _run_cli(
+        ["evaluate", predictions, references, "--out", out_json], capsys
+    )
+    assert code == 0
+    assert "WARNING: Scoring 2 of the 3 clips with references: 1 have no prediction" in err
+    assert "'v3'" in err
+    with open(out_json, encoding="utf-8") as handle:
+        info = json.load(handle)["info"]
+    assert (info["num_clips"], info["num_references"], info["unpredicted"]) == (2, 3, 1)
+    assert "BLEU-4" in out
+
+
+def test_any_command_error_is_one_line(tmp_path, capsys):
+    code, _, err = _run_cli(
+        ["caption", str(tmp_path / "a.avi"), "--model", str(tmp_path / "no_model")], capsys
+    )
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no_model" in err
