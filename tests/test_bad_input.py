@@ -426,3 +426,97 @@ def test_any_command_error_is_one_line(tmp_path, capsys):
     )
     assert code == 1
     assert err.startswith("error: ") and err.count("\n") == 1 and "no_model" in err
+
+
+# --- Row 5: preset folders that are not what they claim ----------------------
+
+
+@pytest.fixture(scope="module")
+def saved_preset(tmp_path_factory):
+    from test_models import tiny_model
+
+    folder = tmp_path_factory.mktemp("preset") / "model"
+    tiny_model().save_to_preset(str(folder))
+    return str(folder)
+
+
+def _edit_json(path, edit):
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    edit(data)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(data, handle)
+
+
+def _truncate(path):
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open(path, "wb") as handle:
+        handle.write(data[: len(data) // 2])
+
+
+def _drop_two_words(data):
+    vocabulary = data["config"]["vocabulary"]
+    data["config"]["vocabulary"] = vocabulary[:-2]
+
+
+def _unknown_keras_pvc_class(data):
+    encoder = data["config"]["backbone"]["config"]["temporal_encoder"]
+    encoder["class_name"], encoder["registered_name"] = "NoSuchLayer", "keras_pvc>NoSuchLayer"
+
+
+def _unknown_keras_class(data):
+    data["config"]["backbone"]["config"]["temporal_encoder"] = {
+        "module": "keras.layers", "class_name": "NoSuchLSTM", "config": {},
+        "registered_name": None,
+    }
+
+
+@pytest.mark.parametrize(
+    "name, damage, culprit, expected",
+    [
+        ("no_weights", lambda f: os.remove(os.path.join(f, "model.weights.h5")),
+         "model.weights.h5", "missing: a preset folder must hold"),
+        ("no_preprocessor", lambda f: os.remove(os.path.join(f, "preprocessor.json")),
+         "preprocessor.json", "missing"),
+        ("truncated_weights", lambda f: _truncate(os.path.join(f, "model.weights.h5")),
+         "model.weights.h5", "not a readable HDF5 weights file"),
+        ("malformed_config", lambda f: open(os.path.join(f, "config.json"), "w").write("{bad"),
+         "config.json", "not valid JSON"),
+        ("short_vocabulary",
+         lambda f: _edit_json(os.path.join(f, "preprocessor.json"), _drop_two_words),
+         "preprocessor.json", "the vocabulary has 17 words but the caption decoder"),
+        ("unknown_keras_pvc_class",
+         lambda f: _edit_json(os.path.join(f, "task.json"), _unknown_keras_pvc_class),
+         "task.json", "unknown class 'keras_pvc>NoSuchLayer'"),
+        ("unknown_keras_class",
+         lambda f: _edit_json(os.path.join(f, "task.json"), _unknown_keras_class),
+         "task.json", "ValueError: Could not deserialize 'keras.layers.NoSuchLSTM'"),
+    ],
+)
+def test_preset_loading_names_the_file_and_the_problem(
+    saved_preset, tmp_path, name, damage, culprit, expected
+):
+    import shutil
+
+    import keras_pvc
+    from keras_pvc.presets import PresetError
+
+    folder = str(tmp_path / name)
+    shutil.copytree(saved_preset, folder)
+    damage(folder)
+    with pytest.raises(PresetError) as info:
+        keras_pvc.from_preset(folder)
+    message = str(info.value)
+    # The file at fault leads the message, then the root cause.
+    assert message.startswith(os.path.join(folder, culprit) + ": ")
+    assert expected in message.split(": ", 1)[1][: len(expected) + 40]
+
+
+def test_an_intact_preset_still_loads(saved_preset):
+    import keras_pvc
+
+    model = keras_pvc.from_preset(saved_preset)
+    assert model.preprocessor.vocabulary_size == model.backbone.caption_decoder.vocabulary_size
