@@ -520,3 +520,51 @@ def test_an_intact_preset_still_loads(saved_preset):
 
     model = keras_pvc.from_preset(saved_preset)
     assert model.preprocessor.vocabulary_size == model.backbone.caption_decoder.vocabulary_size
+
+
+# --- Row 8: fit on a dict of numpy arrays shuffles ---------------------------
+
+
+def test_shuffled_numpy_dataset_reshuffles_every_epoch():
+    from keras_pvc.datasets.pipeline import shuffled_numpy_dataset
+
+    inputs = {"index": np.arange(16), "caption": [f"word{i}" for i in range(16)]}
+    dataset = shuffled_numpy_dataset(inputs, batch_size=4, seed=3)
+    orders = [np.concatenate([batch["index"].numpy() for batch in dataset]) for _ in range(3)]
+    for order in orders:
+        assert sorted(order.tolist()) == list(range(16))  # every example once
+    assert orders[0].tolist() != list(range(16))
+    assert orders[0].tolist() != orders[1].tolist()  # a new order each epoch
+    with pytest.raises(ValueError, match="one row per example"):
+        shuffled_numpy_dataset({"a": np.zeros(3), "b": np.zeros(4)})
+
+
+@tensorflow_training
+def test_fit_on_a_numpy_dict_shuffles_without_a_warning(monkeypatch):
+    import keras
+
+    import keras_pvc.datasets.pipeline as pipeline
+    from test_models import CAPTIONS
+    from test_models import tiny_model
+
+    seen = []
+    real = pipeline.shuffled_numpy_dataset
+
+    def spy(inputs, batch_size=None, seed=None):
+        seen.append((sorted(inputs), batch_size))
+        return real(inputs, batch_size, seed)
+
+    monkeypatch.setattr(pipeline, "shuffled_numpy_dataset", spy)
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    features = np.random.default_rng(0).normal(size=(4, 3, 4, 5)).astype("float32")
+    inputs = {"features": features, "frame_mask": np.ones((4, 3), bool), "caption": CAPTIONS}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = model.fit(inputs, batch_size=2, epochs=2, shuffle=True, verbose=0)
+    assert not [w for w in caught if "shuffle" in str(w.message)]
+    assert seen == [(["caption", "features", "frame_mask"], 2)]
+    assert np.isfinite(history.history["loss"]).all()
+    # shuffle=False keeps keras-hub's in-order batches.
+    model.fit(inputs, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    assert len(seen) == 1
