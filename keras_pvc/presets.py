@@ -305,7 +305,7 @@ def _read_preset_json(path):
 def _serialized_objects(value, where=""):
     """Yields `(where, dict)` for every serialized Keras object in `value`."""
     if isinstance(value, dict):
-        if "class_name" in value and "config" in value:
+        if "class_name" in value and isinstance(value.get("config"), dict):
             yield where, value
         for key, item in value.items():
             yield from _serialized_objects(item, f"{where}.{key}".lstrip("."))

@@ -386,8 +386,9 @@ def load_features(path):
 
     Raises:
         FileNotFoundError: the file is missing.
-        ValueError: the file is not a readable `.npy` array, holds objects
-            or non-numbers, or has the wrong rank; the message names the file.
+        DatasetError: (a `ValueError`) the file is not a readable `.npy`
+            array, holds objects or non-numbers, or has the wrong rank; the
+            message names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -397,22 +398,19 @@ def load_features(path):
     except Exception as error:
         # Pickled objects ("Object arrays cannot be loaded when
         # allow_pickle=False"), truncated files, files that are not .npy.
-        raise ValueError(
-            f"Feature file {path!r} cannot be loaded as a .npy array: {error}"
+        raise DatasetError(
+            path, f"feature file cannot be loaded as a .npy array: {error}"
         ) from error
     if not isinstance(array, np.ndarray):
         if hasattr(array, "close"):  # an .npz archive
             array.close()
-        raise ValueError(
-            f"Feature file {path!r} holds {type(array).__name__}, not one array."
-        )
+        raise DatasetError(path, f"feature file holds {type(array).__name__}, not one array")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise ValueError(
-            f"Feature file {path!r} holds dtype {array.dtype}, not numbers."
-        )
+        raise DatasetError(path, f"feature file holds dtype {array.dtype}, not numbers")
     if array.ndim not in (2, 3):
-        raise ValueError(
-            f"Feature file {path!r} has shape {array.shape}: expected (T, D) "
-            "pooled features or (T, N, C) region grids."
+        raise DatasetError(
+            path,
+            f"feature file has shape {array.shape}: expected (T, D) pooled "
+            "features or (T, N, C) region grids",
         )
     return array.astype(np.float32, copy=False)
