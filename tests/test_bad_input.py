@@ -308,6 +308,26 @@ def _caption_dataset(model, captions, seed):
     ).batch(2)
 
 
+def test_one_lookup_table_serves_several_tf_data_graphs():
+    """What `fit(train, validation_data=val)` does with raw captions: the
+    preprocessor mapped over two datasets (two graphs), then a third."""
+    import tensorflow as tf
+
+    from test_models import CAPTIONS
+    from test_models import tiny_preprocessor
+
+    preprocessor = tiny_preprocessor()
+    expected = preprocessor.tokenize(CAPTIONS)
+    for _ in range(3):
+        dataset = tf.data.Dataset.from_tensor_slices(
+            {"features": np.zeros((4, 3, 5), "float32"), "caption": CAPTIONS}
+        ).batch(4).map(preprocessor)
+        (x, labels, weights), = list(dataset)
+        np.testing.assert_array_equal(x["token_ids"].numpy(), expected[:, :-1])
+        np.testing.assert_array_equal(labels.numpy(), expected[:, 1:])
+
+
+@pytest.mark.slow
 @tensorflow_training
 def test_fit_with_raw_caption_validation_data_and_a_second_fit():
     import keras
@@ -539,6 +559,7 @@ def test_shuffled_numpy_dataset_reshuffles_every_epoch():
         shuffled_numpy_dataset({"a": np.zeros(3), "b": np.zeros(4)})
 
 
+@pytest.mark.slow
 @tensorflow_training
 def test_fit_on_a_numpy_dict_shuffles_without_a_warning(monkeypatch):
     import keras
