@@ -589,3 +589,13 @@ def test_fit_on_a_numpy_dict_shuffles_without_a_warning(monkeypatch):
     # shuffle=False keeps keras-hub's in-order batches.
     model.fit(inputs, batch_size=2, epochs=1, shuffle=False, verbose=0)
     assert len(seen) == 1
+
+
+def test_train_on_a_missing_dataset_is_one_line(tmp_path, capsys):
+    code, _, err = _run_cli(
+        ["train", "--root", str(tmp_path / "no_msvd"), "--out", str(tmp_path / "run")], capsys
+    )
+    assert code == 1
+    assert err.count("\n") == 1
+    assert os.path.join(str(tmp_path / "no_msvd"), "video_corpus.csv") in err
+    assert not (tmp_path / "run").exists()  # nothing written before the data is read
