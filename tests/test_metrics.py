@@ -257,15 +257,41 @@ def test_meteor_jar_matches_pycocoevalcap(corpus, tmp_path):
     assert scores["per_clip"]["edge_empty_0_1"]["METEOR"] == 0.0
 
 
-def test_meteor_nltk_fallback(tmp_path):
+# Two clips scored by hand with nltk's METEOR (alpha 0.9, beta 3, gamma 0.5;
+# exact matches only: no shared stems or WordNet synonyms among the other
+# words). score = (1 - gamma * (chunks / m)**beta) * P R / (alpha P + (1 - alpha) R),
+# the best over the references.
+NLTK_HAND_REFERENCES = {
+    "c1_0_1": ["The dog jumps over a fence.", "Two cats sleep."],
+    "c2_0_1": ["the red car stops here"],
+}
+NLTK_HAND_PREDICTIONS = {"c1_0_1": "A dog jumps high!", "c2_0_1": "Red car stops."}
+# c1: "a dog jumps high" vs "the dog jumps over a fence": m = 3 (a, dog,
+# jumps), P = 3/4, R = 3/6, Fmean = 0.375 / 0.725 = 15/29; aligned in
+# hypothesis order a->5th, dog->2nd, jumps->3rd: 2 chunks, penalty
+# 0.5 (2/3)^3 = 4/27; score 23/27 * 15/29 = 345/783. "two cats sleep": m = 0.
+# c2: "red car stops" vs "the red car stops here": m = 3, P = 1, R = 3/5,
+# Fmean = 0.6 / 0.96 = 5/8; 1 chunk, penalty 0.5 (1/3)^3 = 1/54; score
+# 53/54 * 5/8 = 265/432.
+NLTK_HAND_SCORES = {"c1_0_1": 345 / 783, "c2_0_1": 265 / 432}
+
+
+@pytest.mark.parametrize("backend", ["nltk-wordnet", "auto"])
+def test_meteor_nltk_fallback(tmp_path, monkeypatch, backend):
     if not meteor_module.prepare_wordnet(str(tmp_path / "nltk_data")):
         pytest.skip("no WordNet (Debian wordnet-base + wordnet-sense-index)")
+    if backend == "auto":
+        # The fallback itself: without the jar, "auto" must pick nltk.
+        monkeypatch.setattr(meteor_module, "_meteor_jar_available", lambda: False)
     scores = metrics.evaluate_captions(
-        {"c_0_1": ["a man is running", "a person runs"]}, {"c_0_1": "A man runs."},
-        metrics=["METEOR"], meteor_backend="nltk-wordnet",
+        NLTK_HAND_REFERENCES, NLTK_HAND_PREDICTIONS,
+        metrics=["METEOR"], per_clip=True, meteor_backend=backend,
     )
     assert scores["info"]["METEOR-backend"] == "nltk-wordnet"
-    assert 0.3 < scores["METEOR"] <= 1.0
+    for clip_id, expected in NLTK_HAND_SCORES.items():
+        assert scores["per_clip"][clip_id]["METEOR"] == pytest.approx(expected, rel=1e-12)
+    # The fallback reports the mean of the clips.
+    assert scores["METEOR"] == pytest.approx(np.mean(list(NLTK_HAND_SCORES.values())), rel=1e-12)
 
 
 def test_meteor_omitted_with_warning(monkeypatch):
