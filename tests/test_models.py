@@ -252,19 +252,85 @@ def test_full_size_presets_forward(name, shape):
     print(name, model.count_params())
 
 
-def test_beam_rescoring_by_length():
-    import keras_hub
+class BigramDecoder(CaptionDecoder):
+    """A `CaptionDecoder` whose next word depends on the previous word only.
 
-    model = tiny_model()
-    inputs = tiny_inputs(model)
-    greedy = np.asarray(model.generate_ids(inputs, "greedy"))
+    `log_probs[previous, next]` is a hand-written table: teacher forcing
+    (`call`, which the rescoring uses) and `step` (which the beam sampler
+    uses) both read it, so every caption's log-probability is known by hand.
+    """
+
+    def __init__(self, log_probs, **kwargs):
+        super().__init__(len(log_probs), embedding_dim=4, hidden_dim=8, **kwargs)
+        self.log_probs = np.asarray(log_probs, "float32")
+
+    def call(self, token_ids, encoder_sequence, encoder_mask=None, initial_state=None,
+             training=None):
+        table = keras.ops.convert_to_tensor(self.log_probs)
+        return keras.ops.take(table, keras.ops.cast(token_ids, "int32"), axis=0)
+
+    def step(self, token_ids, cache):
+        table = keras.ops.convert_to_tensor(self.log_probs)
+        return keras.ops.take(table, keras.ops.cast(token_ids, "int32"), axis=0), cache
+
+
+def _bigram_table(word2idx, vocabulary_size, rows):
+    """log p(next | previous): `rows[previous] = {next: p}`, the rest of each
+    row spread evenly; unlisted rows end the caption with p 0.9."""
+    table = np.zeros((vocabulary_size, vocabulary_size))
+    for previous in range(vocabulary_size):
+        row = rows.get(previous, {EOS_ID: 0.9})
+        rest = (1.0 - sum(row.values())) / (vocabulary_size - len(row))
+        table[previous] = rest
+        for word, probability in row.items():
+            table[previous, word] = probability
+    np.testing.assert_allclose(table.sum(1), 1.0)
+    return np.log(table)
+
+
+def test_beam_rescoring_by_length():
+    preprocessor = tiny_preprocessor()
+    word = preprocessor.word2idx
+    short, long = ["a"], ["green", "triangle", "moves", "up"]
+    # From <bos>: "a" (0.5) then <eos> (0.9), or "green" (0.4) then each next
+    # word of `long` and <eos> with 0.9. After <eos>, <eos> again (p ~ 1), so
+    # finished beams keep their score while the others grow.
+    rows = {
+        BOS_ID: {word["a"]: 0.5, word["green"]: 0.4},
+        word["green"]: {word["triangle"]: 0.9},
+        word["triangle"]: {word["moves"]: 0.9},
+        word["moves"]: {word["up"]: 0.9},
+        EOS_ID: {EOS_ID: 1.0 - 1e-6},
+    }
+    table = _bigram_table(word, preprocessor.vocabulary_size, rows)
+    # By hand (lengths count the <eos>): total log p favours the short one,
+    # log p per word the long one.
+    short_log_p = np.log(0.5) + np.log(0.9)  # -0.80 over 2 words: -0.40
+    long_log_p = np.log(0.4) + 4 * np.log(0.9)  # -1.34 over 5 words: -0.27
+    assert short_log_p > long_log_p and short_log_p / 2 < long_log_p / 5
+
+    backbone = VideoCaptionerBackbone(
+        temporal_encoder=TemporalLSTMEncoder(8),
+        caption_decoder=BigramDecoder(table, name="caption_decoder"),
+        input_kind="features",
+        input_shape=(5,),
+    )
+    model = VideoCaptioner(backbone, preprocessor)
+    inputs = {"features": np.random.default_rng(0).uniform(size=(2, 3, 5)).astype("float32")}
+
+    def beam(length_penalty):
+        return model.generate(inputs, sampler="beam", length_penalty=length_penalty)
+
+    # Greedy and raw log p (penalty 0, or keras-hub's own choice) take "a".
+    assert model.generate(inputs, sampler="greedy") == [" ".join(short)] * 2
+    assert beam(0.0) == [" ".join(short)] * 2
+    assert beam(None) == [" ".join(short)] * 2
+    # Mean log p per word (penalty 1) flips the choice to the long caption.
+    assert beam(1.0) == [" ".join(long)] * 2
+    ids = np.asarray(model.generate_ids(inputs, "beam", length_penalty=1.0))
+    assert ids.shape == (2, preprocessor.caption_length + 1)
+    expected = [word[w] for w in long] + [EOS_ID]
+    np.testing.assert_array_equal(ids[:, : len(expected)], [expected] * 2)
     # One beam is greedy search, whatever the rescoring.
     one_beam = keras_hub.samplers.BeamSampler(num_beams=1)
-    detokenize = model.preprocessor.detokenize
-    assert detokenize(model.generate_ids(inputs, one_beam, length_penalty=1.0)) == (
-        detokenize(greedy)
-    )
-    # Rescored beams are ids (B, max_length) that detokenize to clean text.
-    ids = np.asarray(model.generate_ids(inputs, "beam", length_penalty=1.0))
-    assert ids.shape == greedy.shape
-    assert all(isinstance(c, str) for c in model.generate(inputs, sampler="beam"))
+    assert model.generate(inputs, sampler=one_beam, length_penalty=1.0) == [" ".join(short)] * 2
