@@ -18,6 +18,7 @@ from keras_pvc.models import VideoCaptionerPreprocessor
 from keras_pvc.models.video_captioner_preprocessor import BOS_ID
 from keras_pvc.models.video_captioner_preprocessor import EOS_ID
 from keras_pvc.models.video_captioner_preprocessor import UNK_ID
+from keras_pvc.presets import preset_config
 
 CAPTIONS = [
     "a red circle is left of a blue square",
@@ -236,12 +237,54 @@ def test_tiny_model_overfits_four_clips():
     assert model.generate({"features": features}) == CAPTIONS
 
 
+def _dense_params(inputs, units, bias=True):
+    return inputs * units + (units if bias else 0)
+
+
+def _lstm_params(inputs, units):
+    # Four gates, each with an input kernel, a recurrent kernel and a bias.
+    return 4 * (inputs + units + 1) * units
+
+
+def _expected_parameter_counts(config):
+    """Each component's weights, from the preset's knobs by formula."""
+    hidden, vocabulary, embedding = (
+        config["hidden_dim"], config["vocabulary_size"], config["embedding_dim"]
+    )
+    counts = {}
+    features = config["input_shape"][-1]
+    graph = config["graph"]
+    if graph:
+        regions, channels, units = config["input_shape"][0], features, graph["units"]
+        assert graph["adjacency"] == "both" and graph["pooling"] == "attention"
+        attention_dim = 64  # SpatialGraphConv's default
+        counts["spatial_graph"] = (
+            regions * channels  # position embedding per region
+            + _dense_params(channels, units)  # grid message
+            + _dense_params(channels, units, bias=False)  # learned message ("both": one bias)
+            + 2 * _dense_params(channels, attention_dim)  # query and key
+            + _dense_params(channels, units, bias=False)  # residual (channels != units)
+            + _dense_params(units, 1)  # attention-pooling score, one head
+        )
+        features = units
+    counts["temporal_encoder"] = _dense_params(features, hidden) + _lstm_params(hidden, hidden)
+    decoder = (
+        vocabulary * embedding + _lstm_params(embedding, hidden) + _dense_params(hidden, vocabulary)
+    )
+    if config["attention"]:
+        decoder += _dense_params(hidden, hidden, bias=False)  # attention query
+        decoder += _dense_params(2 * hidden, hidden)  # tanh(W [h; context])
+    counts["caption_decoder"] = decoder
+    return counts
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name,shape", [("msvd", (49, 1280)), ("s2vt", (4096,))])
-def test_full_size_presets_forward(name, shape):
+@pytest.mark.parametrize("name", ["msvd", "s2vt"])
+def test_full_size_presets_forward(name):
+    config = preset_config(name)
     model = keras_pvc.from_preset(name)
     inputs = {
-        "features": np.random.rand(1, 80, *shape).astype("float32"),
+        "features": np.random.rand(1, 80, *config["input_shape"]).astype("float32"),
         "frame_mask": np.ones((1, 80), bool),
         "token_ids": np.full((1, 21), BOS_ID, "int32"),
         "padding_mask": np.ones((1, 21), bool),
@@ -249,7 +292,13 @@ def test_full_size_presets_forward(name, shape):
     logits = model(inputs)
     assert logits.shape == (1, 21, 3000)
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(logits)))
-    print(name, model.count_params())
+    expected = _expected_parameter_counts(config)
+    backbone = model.backbone
+    for component, count in expected.items():
+        assert getattr(backbone, component).count_params() == count, component
+    # Nothing else holds weights (the msvd frame CNN only records how its
+    # features were made): 24,302,793 (msvd) and 22,608,000 (s2vt).
+    assert model.count_params() == sum(expected.values())
 
 
 class BigramDecoder(CaptionDecoder):
