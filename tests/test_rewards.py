@@ -310,9 +310,6 @@ def test_reward_under_jax_jit(setup):
     video_index = np.random.default_rng(4).integers(0, len(references), size=len(candidates))
     got = np.asarray(compiled(candidates, references, video_index))
     np.testing.assert_allclose(got, _coco_cider_d(train, references, candidates, video_index), atol=1e-5)
-    default = np.asarray(jax.jit(lambda c, r: reward_fn(c, r))(candidates, references))
-    expected = _coco_cider_d(train, references, candidates, _default_video_index(candidates, references))
-    np.testing.assert_allclose(default, expected, atol=1e-5)
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="torch.no_grad on torch tensors: PyTorch only")
@@ -329,17 +326,15 @@ def test_reward_on_torch_tensors_without_grad(setup):
 
 
 @tensorflow_only
-def test_reward_in_tf_function_and_xla(setup):
+def test_reward_in_tf_function_with_unknown_shapes(setup):
     import tensorflow as tf
 
     train, references, candidates, samples = setup
     reward_fn = rewards.CiderDReward.from_references(train, VOCABULARY_SIZE)
     video_index = np.random.default_rng(5).integers(0, len(references), size=len(candidates))
-    expected = _coco_cider_d(train, references, candidates, video_index)
-    for jit_compile in (False, True):
-        compiled = tf.function(reward_fn.__call__, jit_compile=jit_compile)
-        got = compiled(tf.constant(candidates), tf.constant(references), tf.constant(video_index))
-        np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    compiled = tf.function(reward_fn.__call__)
+    got = compiled(tf.constant(candidates), tf.constant(references), tf.constant(video_index))
+    np.testing.assert_allclose(got.numpy(), _coco_cider_d(train, references, candidates, video_index), atol=1e-5)
     # Unknown batch and lengths (a tf.data pipeline's padded batches).
     dynamic = tf.function(
         reward_fn.__call__,
@@ -348,6 +343,19 @@ def test_reward_in_tf_function_and_xla(setup):
     got = dynamic(tf.constant(candidates), tf.constant(references)).numpy()
     expected = _coco_cider_d(train, references, candidates, _default_video_index(candidates, references))
     np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.slow
+@tensorflow_only
+def test_reward_under_xla(setup):
+    import tensorflow as tf
+
+    train, references, candidates, samples = setup
+    reward_fn = rewards.CiderDReward.from_references(train, VOCABULARY_SIZE)
+    video_index = np.random.default_rng(5).integers(0, len(references), size=len(candidates))
+    compiled = tf.function(reward_fn.__call__, jit_compile=True)
+    got = compiled(tf.constant(candidates), tf.constant(references), tf.constant(video_index))
+    np.testing.assert_allclose(got.numpy(), _coco_cider_d(train, references, candidates, video_index), atol=1e-5)
 
 
 @tensorflow_only

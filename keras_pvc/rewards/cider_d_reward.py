@@ -373,7 +373,11 @@ class CiderDReward:
         return weights
 
     def _self_statistics(self, words, valid_masks, weights):
-        """Per order: term frequencies, first-occurrence masks and tf-idf norms."""
+        """Per order: term frequencies, first-occurrence masks and tf-idf norms.
+
+        Positions past a caption's end hold stand-ins (see `_score`), so an
+        n-gram in the caption equals none that runs past it.
+        """
         size = ops.shape(words)[-1]
         same_words = ops.equal(words[:, :, None], words[:, None, :])
         positions = ops.arange(size, dtype="int32")
@@ -383,8 +387,7 @@ class CiderDReward:
             _ngram_equalities(same_words, self.max_order), valid_masks, weights
         ):
             count = ops.shape(valid)[1]
-            same = ops.logical_and(same, valid[:, None, :])
-            term_frequency = ops.sum(ops.cast(same, self.dtype), axis=-1)
+            term_frequency = ops.cast(ops.sum(same, axis=-1), self.dtype)
             repeated = ops.any(ops.logical_and(same, earlier[None, :count, :count]), axis=-1)
             first = ops.logical_and(valid, ops.logical_not(repeated))
             vector = term_frequency * weight
@@ -393,19 +396,19 @@ class CiderDReward:
         return statistics
 
     def _similarity(self, candidates, candidate_stats, candidate_weights,
-                    references, reference_valid, reference_norm):
+                    references, reference_norm):
         """Sum over orders of clipped cosine similarities `(num_candidates, max_refs)`.
 
-        `references`, `reference_valid` and `reference_norm` are already
-        gathered per candidate: `(num_candidates, max_refs, ...)`.
+        `references` and `reference_norm` are already gathered per
+        candidate: `(num_candidates, max_refs, ...)`. Positions past a
+        caption's end hold stand-ins (see `_score`), so they match nothing.
         """
         same_words = ops.equal(candidates[:, None, :, None], references[:, :, None, :])
         similarity = 0.0
         for index, same in enumerate(_ngram_equalities(same_words, self.max_order)):
             term_frequency, first, norm = candidate_stats[index]
             weight = candidate_weights[index]
-            same = ops.logical_and(same, reference_valid[index][:, :, None, :])
-            reference_tf = ops.sum(ops.cast(same, self.dtype), axis=-1)  # (C, R, grams)
+            reference_tf = ops.cast(ops.sum(same, axis=-1), self.dtype)  # (C, R, grams)
             vector = (term_frequency * weight)[:, None, :]
             reference_vector = reference_tf * weight[:, None, :]
             # coco-caption: sum over distinct n-grams of min(vec, vec_ref) * vec_ref.
@@ -473,13 +476,19 @@ class CiderDReward:
         ], axis=0)
         words, lengths = self._compact(rows)
         valid = self._valid_masks(words, lengths)
+        # Past its length every caption holds negative stand-ins, distinct
+        # between candidates and references: an n-gram that runs past a
+        # caption's end equals no other, so equality tensors need no masks.
+        positions = ops.arange(size, dtype="int32")[None, :]
+        is_reference = ops.arange(ops.shape(rows)[0], dtype="int32")[:, None] >= num_candidates
+        stand_in = -1 - positions - ops.where(is_reference, size, 0)
+        words = ops.where(valid[0], words, stand_in)
         weights = self._idf_weights(tables, words)
         stats = self._self_statistics(words, valid, weights)
         candidates, references = words[:num_candidates], words[num_candidates:]
         candidate_lengths, reference_lengths = lengths[:num_candidates], lengths[num_candidates:]
         candidate_weights = [weight[:num_candidates] for weight in weights]
         candidate_stats = [tuple(part[:num_candidates] for part in order) for order in stats]
-        reference_valid = [mask[num_candidates:] for mask in valid]
         reference_stats = [tuple(part[num_candidates:] for part in order) for order in stats]
 
         def per_candidate(flat):  # (batch * max_refs, ...) -> (num_candidates, max_refs, ...)
@@ -489,7 +498,6 @@ class CiderDReward:
         similarity = self._similarity(
             candidates, candidate_stats, candidate_weights,
             per_candidate(references),
-            [per_candidate(valid) for valid in reference_valid],
             [per_candidate(norm) for _, _, norm in reference_stats],
         )
         # coco-caption's "length" is the number of bigrams.
