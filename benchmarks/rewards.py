@@ -143,7 +143,8 @@ def host_variants(train, candidates, references):
     def text(ids):
         return rewards.ids_to_text(rewards.clean_token_ids(ids))
 
-    frequency, num_documents = metrics.document_frequency([[text(row) for row in clip] for clip in train])
+    train_texts = [[text(row) for row in clip] for clip in train]
+    frequency, num_documents = metrics.document_frequency(train_texts)
     candidate_texts = [text(row) for row in candidates]
     reference_texts = [[text(row) for row in clip] for clip in references]
     per_candidate_references = [

@@ -184,11 +184,17 @@ class CiderDReward:
       n-th word among the children of its (n-1)-gram node. An n-gram that
       is not in the trie (its prefix unseen, or the word not among the
       children) gets the "unseen" node: document frequency 0.
-    So the reward is exact for any vocabulary and any int32 token ids: ids
-    >= `vocabulary_size` are words unseen in training. `vocabulary_size`
-    only bounds the host-side int64 codes of `cider_d_document_frequency`
-    (`V**max_order < 2**63`: V <= 55108 for 4-grams), and the trie holds
-    fewer than 2**31 n-grams.
+    So the reward is exact (to float rounding) for any non-negative int32
+    token ids; ids >= `vocabulary_size` are words unseen in training (the
+    computation marks positions past a caption's end with negative ids).
+    `vocabulary_size` only bounds the host-side int64 codes of
+    `cider_d_document_frequency` (`V**max_order < 2**63`: V <= 55108 for
+    4-grams), and the trie holds fewer than 2**31 n-grams. The cost is
+    dense: `num_candidates * max_refs * length * ref_length` booleans per
+    order (1.9 M for 100 samples × 40 references × 22 tokens).
+
+    On JAX the computation is `jax.jit`-compiled once per input shape
+    (op-by-op JAX is slow); under an outer `jax.jit` it is inlined.
 
     Token ids: `pad_id` (0) pads, `bos_id` (2) is ignored, a caption ends
     at its first `eos_id` (3) or pad; every other id (`<unk>` included) is a
@@ -325,8 +331,11 @@ class CiderDReward:
         )
         slot = ops.cast(ops.cumsum(ops.cast(keep, "int32"), axis=-1), "int32") - 1
         # (row, slot, position): position j's word goes to its slot.
-        goes_to = ops.logical_and(keep[:, None, :], ops.equal(slot[:, None, :], positions[None, :, None]))
-        compact = ops.cast(ops.sum(ops.where(goes_to, token_ids[:, None, :], 0), axis=-1), "int32")
+        goes_to = ops.logical_and(
+            keep[:, None, :], ops.equal(slot[:, None, :], positions[None, :, None])
+        )
+        compact = ops.sum(ops.where(goes_to, token_ids[:, None, :], 0), axis=-1)
+        compact = ops.cast(compact, "int32")
         lengths = ops.cast(ops.sum(ops.cast(keep, "int32"), axis=-1), "int32")
         return compact, lengths
 
@@ -430,7 +439,8 @@ class CiderDReward:
             )
         if len(reference_ids.shape) != 3:
             raise ValueError(
-                f"reference_ids must be (batch, max_refs, length), got {tuple(reference_ids.shape)}."
+                "reference_ids must be (batch, max_refs, length), "
+                f"got {tuple(reference_ids.shape)}."
             )
         for ids in (candidate_ids, reference_ids):
             if "int" not in keras.backend.standardize_dtype(ids.dtype):
@@ -502,7 +512,8 @@ class CiderDReward:
         )
         # coco-caption's "length" is the number of bigrams.
         candidate_bigrams = ops.cast(ops.maximum(candidate_lengths - 1, 0), self.dtype)
-        reference_bigrams = per_candidate(ops.cast(ops.maximum(reference_lengths - 1, 0), self.dtype))
+        reference_bigrams = ops.cast(ops.maximum(reference_lengths - 1, 0), self.dtype)
+        reference_bigrams = per_candidate(reference_bigrams)
         delta = candidate_bigrams[:, None] - reference_bigrams
         penalty = ops.exp(-ops.square(delta) / (2.0 * self.sigma**2))
         scores = similarity / float(self.max_order) * penalty
