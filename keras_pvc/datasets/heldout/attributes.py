@@ -33,6 +33,7 @@ SHAPE_WORDS = {
     "ball": "circle",
     "disc": "circle",
     "disk": "circle",
+    "ring": "circle",
     "dot": "circle",
     "square": "square",
     "box": "square",
