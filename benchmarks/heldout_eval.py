@@ -72,6 +72,16 @@ def run_cli(code, arguments, log_path):
     return result.stdout, seconds
 
 
+def caption(code, data, run, clip_ids, name):
+    """`keras-pvc caption` on clips' videos: `({clip_id: caption}, seconds)`."""
+    videos = [os.path.join(data, "YouTubeClips", clip_id + ".avi") for clip_id in clip_ids]
+    output, seconds = run_cli(
+        code, ["caption"] + videos + ["--model", run, "--json"], f"{run}.caption_{name}.log"
+    )
+    captions = json.loads(output[output.index("{"):])["captions"]
+    return {os.path.basename(path)[: -len(".avi")]: text for path, text in captions.items()}, seconds
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renderer", choices=("sprites", "outlines"), default="sprites")
@@ -80,6 +90,15 @@ def main():
     parser.add_argument("--seed", type=int, default=0, help="data seed and --seed of train")
     parser.add_argument("--epochs", type=int, default=None, help="cut the preset's epochs")
     parser.add_argument("--code", default=None, help="a git revision whose CLI to run")
+    parser.add_argument(
+        "--grade-train", type=int, default=100,
+        help="also caption and grade this many training clips (0: none): "
+        "tells a model that cannot fit from one that does not generalise",
+    )
+    parser.add_argument(
+        "--reuse", action="store_true",
+        help="grade an existing run folder (same arguments) instead of training again",
+    )
     parser.add_argument("--work", default="/tmp/heldout_eval", help="data and run folders")
     parser.add_argument("--json", default=os.path.join(REPO, "benchmarks", "results", "heldout_eval.json"))
     args = parser.parse_args()
@@ -97,26 +116,35 @@ def main():
     train = ["train", "--dataset", "msvd", "--root", data, "--out", run, "--seed", str(args.seed)]
     if args.epochs is not None:
         train += ["--epochs", str(args.epochs)]
-    _, train_seconds = run_cli(code, train, run + ".train.log")
+    if args.reuse and os.path.exists(os.path.join(run, "metrics.json")):
+        with open(os.path.join(run, "metrics.json")) as handle:
+            train_seconds = json.load(handle)["seconds"]  # train_run's own clock
+        print(f"reusing {run} (train_run took {train_seconds} s)")
+    else:
+        _, train_seconds = run_cli(code, train, run + ".train.log")
 
     with open(os.path.join(data, "split.tsv")) as handle:
-        test = [line.split("\t")[0] for line in handle if line.strip().endswith("test")]
-    videos = [os.path.join(data, "YouTubeClips", clip_id + ".avi") for clip_id in test]
-    output, caption_seconds = run_cli(
-        code, ["caption"] + videos + ["--model", run, "--json"], run + ".caption.log"
-    )
-    captions = json.loads(output[output.index("{"):])["captions"]
-    predictions = {os.path.basename(path)[: -len(".avi")]: text for path, text in captions.items()}
+        splits = [line.split() for line in handle if line.strip()]
+    test = [clip_id for clip_id, split in splits if split == "test"]
+    predictions, caption_seconds = caption(code, data, run, test, "test")
     with open(os.path.join(data, "metadata.json")) as handle:
         scenes = json.load(handle)["scenes"]
     grades = grade_captions(scenes, predictions)
+    train_grades = None
+    if args.grade_train:
+        train_clips = [clip_id for clip_id, split in splits if split == "train"]
+        train_predictions, _ = caption(code, data, run, train_clips[: args.grade_train], "train")
+        train_grades = grade_captions(scenes, train_predictions)
     with open(os.path.join(run, "metrics.json")) as handle:
         metrics = json.load(handle)
 
     print(f"{args.renderer}: {args.num_clips} clips (seed {args.seed}), code "
           f"{args.code or 'working tree'}; train {train_seconds:.0f} s, caption "
-          f"{len(videos)} clips {caption_seconds:.0f} s")
+          f"{len(test)} test clips {caption_seconds:.0f} s")
     print(format_grades(grades))
+    if train_grades is not None:
+        print(f"the first {args.grade_train} training clips:")
+        print(format_grades(train_grades))
     if metrics.get("batch_norm"):
         before, after = metrics["batch_norm"]["token_accuracy_before"], metrics["batch_norm"]["token_accuracy"]
         print(f"token accuracy on training clips (training/inference mode): "
@@ -134,6 +162,9 @@ def main():
         "train_seconds": round(train_seconds, 1),
         "caption_seconds": round(caption_seconds, 1),
         "grades": {k: v for k, v in grades.items() if k != "per_clip"},
+        "train_grades": None if train_grades is None else {
+            k: v for k, v in train_grades.items() if k != "per_clip"
+        },
         "captions": predictions,
         "cider": metrics["metrics"]["all"].get("CIDEr"),
         "batch_norm": metrics.get("batch_norm"),
