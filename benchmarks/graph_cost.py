@@ -26,7 +26,7 @@ import os
 import platform
 import time
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as `import keras_pvc` sets it
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the `keras-pvc` CLI sets it
 
 import numpy as np
 import tensorflow as tf

@@ -21,7 +21,7 @@ import os
 import platform
 import time
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as `import keras_pvc` sets it
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the `keras-pvc` CLI sets it
 
 import keras
 import numpy as np

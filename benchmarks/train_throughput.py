@@ -188,7 +188,7 @@ def time_steps(step):
 
 def run_keras(config, msvd_frames):
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as `import keras_pvc` sets it
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # as the `keras-pvc` CLI sets it
     import numpy as np
 
     import keras_pvc

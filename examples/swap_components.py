@@ -3,18 +3,24 @@
 The same `procedural` model three ways, each trained a few steps on the
 embedded procedural dataset and asked for captions:
 
-  (a) another graph layer: spektral's GCNConv behind a small adapter (if
-      spektral is installed), else our SpatialGraphConv with a learned
+  (a) another graph layer: spektral's GCNConv behind a small adapter (it
+      needs spektral, `pip install keras-pvc[spektral]`, and the TensorFlow
+      backend; without them the example stops with a message), or with
+      `--another-graph learned` our SpatialGraphConv with a learned
       adjacency only;
   (b) a GRU temporal encoder: a user's own registered layer;
   (c) no graph at all: regions are mean-pooled per frame.
 
 Any registered Keras layer with the same call signature plugs in; the model
 serializes it with `keras.layers.serialize`, so no registry of ours is
-involved. Run: `python examples/swap_components.py`.
+involved. Run: `python examples/swap_components.py [--another-graph learned]`.
+Each variant prints which graph ran; for spektral's, how far training moved
+its GCNConv kernel (so a GCNConv that never ran cannot pass for one).
 """
 
+import argparse
 import os
+import sys
 import tempfile
 
 import keras
@@ -70,13 +76,25 @@ class GRUTemporalEncoder(keras.layers.Layer):
         return {**super().get_config(), "hidden_dim": self.hidden_dim}
 
 
-def spektral_graph(units):
-    """spektral's GCNConv on the region grid, behind an adapter (or None)."""
+def spektral_problem():
+    """Why spektral's GCNConv cannot run here, or None when it can."""
+    if keras.config.backend() != "tensorflow":
+        return (
+            f"spektral's layers are TensorFlow-only; this is the "
+            f"{keras.config.backend()!r} backend (set KERAS_BACKEND=tensorflow)"
+        )
     try:
-        from spektral.layers import GCNConv
-        from spektral.utils import gcn_filter
-    except Exception:
-        return None
+        import spektral.layers  # noqa: F401
+        import spektral.utils  # noqa: F401
+    except Exception as error:  # an optional extra
+        return f"spektral is not importable ({error}); pip install keras-pvc[spektral]"
+    return None
+
+
+def spektral_graph(units):
+    """spektral's GCNConv on the region grid, behind an adapter."""
+    from spektral.layers import GCNConv
+    from spektral.utils import gcn_filter
 
     @keras.saving.register_keras_serializable(package="my_project")
     class SpektralGridGCN(keras.layers.Layer):
@@ -108,7 +126,7 @@ def spektral_graph(units):
     return SpektralGridGCN(units, grid_side=8, name="spatial_graph")
 
 
-def build_variant(name, vocabulary):
+def build_variant(name, vocabulary, another_graph="spektral"):
     """The procedural preset with one component swapped."""
     config = preset_config("procedural", vocabulary=vocabulary, hidden_dim=64)
     if name == "no graph":
@@ -121,9 +139,10 @@ def build_variant(name, vocabulary):
         # The encoder is already built for the preset graph's output width
         # (its keypoint readout: units + 2 * heads channels).
         units = graph.output_dim
-        graph = spektral_graph(units) or SpatialGraphConv(
-            units, adjacency="learned", name="spatial_graph"
-        )
+        if another_graph == "spektral":
+            graph = spektral_graph(units)
+        else:
+            graph = SpatialGraphConv(units, adjacency="learned", name="spatial_graph")
     elif name == "GRU encoder":
         encoder = GRUTemporalEncoder(64, name="temporal_encoder")
     swapped = VideoCaptionerBackbone(
@@ -139,7 +158,40 @@ def build_variant(name, vocabulary):
     return model
 
 
-def main():
+def describe_graph(graph, kernel_before):
+    """Which graph ran; for spektral's, how far training moved its kernel."""
+    if graph is None:
+        return "None"
+    name = type(graph).__name__
+    if hasattr(graph, "gcn"):
+        kernel = keras.ops.convert_to_numpy(graph.gcn.kernel)
+        moved = float(abs(kernel - kernel_before).max())
+        layer = f"{type(graph.gcn).__module__}.{type(graph.gcn).__name__}"
+        name += f" ({layer}, kernel moved {moved:.3g})"
+    elif getattr(graph, "adjacency", None) is not None:
+        name += f" (adjacency={graph.adjacency}, num_layers={graph.num_layers})"
+    return name
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--another-graph",
+        choices=("spektral", "learned"),
+        default="spektral",
+        help="Variant (a): spektral's GCNConv (needs spektral and TensorFlow) "
+        "or our SpatialGraphConv with a learned adjacency.",
+    )
+    args = parser.parse_args(argv)
+    if args.another_graph == "spektral":
+        problem = spektral_problem()
+        if problem:
+            # No silent stand-in: the variant is named for spektral's layer.
+            sys.exit(
+                f"swap_components.py: the 'another graph' variant uses spektral's "
+                f"GCNConv, but {problem}. Run with `--another-graph learned` for "
+                "our SpatialGraphConv instead."
+            )
     generate_procedural_dataset(DATA_ROOT, num_clips=NUM_CLIPS)
     clips = load_msvd(DATA_ROOT)
     arrays = read_clip_videos(clips, 8, (64, 64), verbose=0)
@@ -148,13 +200,16 @@ def main():
         [reference for clip in train.clips for reference in clip.references]
     )
     for name in ("another graph", "GRU encoder", "no graph"):
-        model = build_variant(name, vocabulary)
+        model = build_variant(name, vocabulary, args.another_graph)
+        graph = model.backbone.spatial_graph
+        kernel_before = None
+        if hasattr(graph, "gcn"):
+            kernel_before = keras.ops.convert_to_numpy(graph.gcn.kernel).copy()
         dataset = caption_dataset(
             train, model.preprocessor, "frames", BATCH_SIZE, captions="random"
         )
         # The dataset shuffles itself; `fit` would warn that it cannot.
         history = model.fit(dataset.repeat().take(STEPS), shuffle=False, verbose=0)
-        graph = model.backbone.spatial_graph
         captions = model.generate({
             "frames": test.videos[:2].astype("float32"),
             "frame_mask": test.frame_masks[:2],
@@ -164,7 +219,7 @@ def main():
         model.save(path)
         keras.saving.load_model(path)
         print(
-            f"{name:>14}: graph={type(graph).__name__ if graph else None}, "
+            f"{name:>14}: graph={describe_graph(graph, kernel_before)}, "
             f"encoder={type(model.backbone.temporal_encoder).__name__}, "
             f"loss {history.history['loss'][-1]:.2f}, captions {captions}"
         )

@@ -12,15 +12,6 @@ The public API is what `__all__` lists. Submodules load on first use, so
 """
 
 import importlib
-import os
-
-# oneDNN kernels for TensorFlow's CPU convolutions and matmuls. TensorFlow
-# enables them by default only on CPUs with AVX-512 VNNI, BF16 or AMX; on the
-# AVX2 machines this project is measured on they make a `procedural` training
-# step 1.5x and batch-1 greedy decoding of `s2vt` about 2x faster (README,
-# Performance). Takes effect only if TensorFlow is not imported yet (import
-# keras_pvc first); `TF_ENABLE_ONEDNN_OPTS=0` opts out.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
 

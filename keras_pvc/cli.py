@@ -9,9 +9,21 @@ import json
 import os
 import sys
 
+# Set to 1 to see tracebacks (same as `keras-pvc --debug ...`).
+DEBUG_ENV = "KERAS_PVC_DEBUG"
+
 
 def _quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _speed_defaults():
+    # TensorFlow turns its oneDNN CPU kernels on by default only on CPUs with
+    # AVX-512 VNNI, BF16 or AMX; on AVX2 machines they make batch-1 greedy
+    # decoding about 2x and a `procedural` step about 1.5x faster
+    # (docs/performance_history.md). The CLI chooses them; the library does
+    # not (importing keras_pvc sets nothing). `TF_ENABLE_ONEDNN_OPTS=0` opts out.
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 def cmd_demo(args):
@@ -121,10 +133,22 @@ def cmd_report(args):
 
 
 def cmd_evaluate(args):
+    import warnings
+
     from keras_pvc.metrics import evaluate_files
     from keras_pvc.metrics import format_table
+    from keras_pvc.metrics.evaluate import PartialCoverageWarning
 
-    scores = evaluate_files(args.predictions, args.references, output_json=args.out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PartialCoverageWarning)
+        scores = evaluate_files(args.predictions, args.references, output_json=args.out)
+    for warning in caught:
+        if issubclass(warning.category, PartialCoverageWarning):
+            print(f"WARNING: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     print(format_table(scores))
     if args.out:
         print(f"Wrote {args.out}")
@@ -171,7 +195,14 @@ def cmd_caption(args):
             print(f"{path}: {results[path]}")
     if args.json:
         print(json.dumps({"captions": results, "errors": failed}, indent=2))
-    return 1 if failed and not results else 0
+    if failed:
+        print(
+            f"error: {len(failed)} of {len(args.videos)} videos could not be "
+            "captioned (listed above)",
+            file=sys.stderr,
+        )
+    # Every caption that could be made is written; any failure is an error.
+    return 1 if failed else 0
 
 
 def build_parser():
@@ -179,6 +210,13 @@ def build_parser():
         prog="keras-pvc",
         description="Keras 3 video captioning: frame CNN, spatial graph, "
         "temporal LSTM, caption decoder.",
+        epilog="Errors are printed as one line on stderr with exit status 1; "
+        f"--debug (or {DEBUG_ENV}=1) shows the full traceback instead.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show tracebacks of errors (also: environment {DEBUG_ENV}=1)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -295,10 +333,39 @@ def build_parser():
     return parser
 
 
+def _error_line(error):
+    """One line for an error: its message (newlines folded), else its type."""
+    message = " ".join(str(error).split())
+    if isinstance(error, KeyError) or not message:
+        message = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message
+
+
 def main(argv=None):
+    """Runs a command; an error is one line on stderr and exit status 1.
+
+    With `--debug` or `KERAS_PVC_DEBUG=1` the exception propagates with its
+    traceback. Ctrl-C exits with status 130.
+    """
     args = build_parser().parse_args(argv)
     _quiet_tensorflow()
-    return args.func(args)
+    _speed_defaults()
+    debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # every failure: one clear line, no traceback
+        if debug:
+            raise
+        print(
+            f"error: {_error_line(error)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import time
 
 import numpy as np
 
+from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.video import read_frames
 
 MANIFEST_NAME = "manifest.json"
@@ -305,16 +306,6 @@ def _remove_stale_partials(out_dir):
                 pass
 
 
-def _bad_clip_id(clip_id):
-    return (
-        not clip_id
-        or clip_id in (".", "..")
-        or "/" in clip_id
-        or (os.sep != "/" and os.sep in clip_id)
-        or "\x00" in clip_id
-    )
-
-
 # The last extractor model built, as `(frame_cnn, frame_size, model)`: repeated
 # calls with the same FrameCNN (a benchmark's warm-up, a CLI extracting several
 # splits) reuse its traced predict function. One entry, so at most one
@@ -470,14 +461,11 @@ def extract_features(
         if clip.clip_id in seen:
             continue
         seen.add(clip.clip_id)
-        if _bad_clip_id(clip.clip_id):
-            failed.append(
-                dict(
-                    clip_id=clip.clip_id,
-                    path=clip.video_path,
-                    reason="the clip id cannot be a file name",
-                )
-            )
+        id_problem = clip_id_problem(clip.clip_id, out_dir) or clip_id_problem(
+            clip.clip_id + FEATURES_SUFFIX, out_dir
+        )
+        if id_problem is not None:
+            failed.append(dict(clip_id=clip.clip_id, path=clip.video_path, reason=id_problem))
         elif is_complete(
             features_path(out_dir, clip.clip_id), feature_shape, dtype
         ) and os.path.isfile(mask_path(out_dir, clip.clip_id)):
@@ -593,7 +581,7 @@ def extract_features(
     complete = sum(
         1
         for clip_id in seen
-        if not _bad_clip_id(clip_id)
+        if clip_id_problem(clip_id, out_dir) is None
         and os.path.isfile(features_path(out_dir, clip_id))
     )
     manifest.update(

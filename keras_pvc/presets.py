@@ -7,7 +7,30 @@ every `keras-pvc train`/`demo` run folder's `model/`) loads by path.
 """
 
 import copy
+import importlib
+import json
 import os
+
+# The files `from_preset` needs in a preset folder (`save_to_preset` writes
+# them, with `task.json` and `metadata.json`).
+PRESET_FILES = ("config.json", "preprocessor.json", "model.weights.h5")
+
+
+class PresetError(ValueError):
+    """A preset folder cannot be loaded; the message names the file and why.
+
+    Args:
+        path: str. The file (or folder) at fault.
+        reason: str. What is wrong, the root cause first.
+    """
+
+    def __init__(self, path, reason):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.reason))
 
 PRESETS = {
     "msvd": {
@@ -226,6 +249,9 @@ def from_preset(name_or_dir, **overrides):
     Raises:
         ValueError: for an unknown name (the message lists the presets) or an
             unknown knob.
+        PresetError: a preset folder that cannot be loaded (see
+            `check_preset_folder`); the message names the file and puts the
+            root cause first.
     """
     from keras_pvc.models import VideoCaptioner
 
@@ -238,10 +264,182 @@ def from_preset(name_or_dir, **overrides):
                 "Overrides apply to named presets only; load the folder, "
                 f"then change the model. Got {sorted(overrides)}."
             )
-        model = VideoCaptioner.from_preset(name_or_dir)
+        if not is_handle:
+            check_preset_folder(name_or_dir)
+        try:
+            model = VideoCaptioner.from_preset(name_or_dir)
+        except Exception as error:
+            # keras-hub builds the task from task.json when there is one.
+            culprit = name_or_dir
+            for name in ("task.json", "config.json"):
+                if not is_handle and os.path.isfile(os.path.join(name_or_dir, name)):
+                    culprit = os.path.join(name_or_dir, name)
+                    break
+            raise PresetError(culprit, _root_cause(error)) from error
+        _check_vocabulary(name_or_dir, model)
         model.compile()
         return model
     raise ValueError(
         f"Unknown preset {name_or_dir!r}. Available presets: {list_presets()}; "
         "or pass the path of a folder saved with `save_to_preset`."
     )
+
+
+def _read_preset_json(path):
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except UnicodeDecodeError as error:
+        raise PresetError(path, f"not UTF-8 text ({error})") from error
+    except json.JSONDecodeError as error:
+        raise PresetError(path, f"not valid JSON ({error})") from error
+    except RecursionError as error:
+        raise PresetError(path, "JSON nested too deeply") from error
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise PresetError(
+            path, "not a Keras object config (a JSON object with 'class_name' and 'config')"
+        )
+    return data
+
+
+def _serialized_objects(value, where=""):
+    """Yields `(where, dict)` for every serialized Keras object in `value`."""
+    if isinstance(value, dict):
+        if "class_name" in value and isinstance(value.get("config"), dict):
+            yield where, value
+        for key, item in value.items():
+            yield from _serialized_objects(item, f"{where}.{key}".lstrip("."))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _serialized_objects(item, f"{where}[{index}]")
+
+
+def _unknown_class(entry):
+    """Why a serialized keras_pvc object cannot be built, or None.
+
+    Only this package's names are checked here (importing a `keras_pvc`
+    module runs no code from the preset); Keras resolves the others.
+    """
+    import keras
+
+    class_name = entry.get("class_name")
+    registered = entry.get("registered_name")
+    module = entry.get("module")
+    if not isinstance(class_name, str):
+        return f"its class_name is {class_name!r}, not a str"
+    if isinstance(registered, str) and registered.startswith("keras_pvc>"):
+        if keras.saving.get_registered_object(registered) is None:
+            return f"unknown class {registered!r} (not registered by keras_pvc)"
+    if isinstance(module, str) and module.split(".")[0] == "keras_pvc":
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            return f"unknown module {module!r} for class {class_name!r}"
+        if not hasattr(found, class_name) and not isinstance(registered, str):
+            return f"unknown class {class_name!r} in module {module!r}"
+    return None
+
+
+def check_preset_folder(folder):
+    """Checks a preset folder before Keras loads it; raises `PresetError`.
+
+    Checked: the files a preset must hold (`PRESET_FILES`), that each JSON
+    file parses and is a Keras object config, that every `keras_pvc` class
+    it names exists, that `model.weights.h5` is a whole HDF5 file, and that
+    the vocabulary in `preprocessor.json` has as many words as the caption
+    decoder in `config.json` has outputs (a shorter vocabulary would make
+    every word with a higher id vanish from captions).
+
+    Args:
+        folder: str or path-like. The preset folder.
+
+    Raises:
+        PresetError: naming the file at fault and the problem.
+    """
+    folder = os.fspath(folder)
+    missing = [name for name in PRESET_FILES if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        raise PresetError(
+            os.path.join(folder, missing[0]),
+            f"missing: a preset folder must hold {', '.join(PRESET_FILES)} "
+            f"(missing: {', '.join(missing)}); save one with `model.save_to_preset`",
+        )
+    configs = {}
+    for name in ("config.json", "preprocessor.json", "task.json"):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            continue
+        configs[name] = _read_preset_json(path)
+        for where, entry in _serialized_objects(configs[name]):
+            problem = _unknown_class(entry)
+            if problem is not None:
+                raise PresetError(path, f"{problem}, at {where or 'the top'}")
+    _check_weights_file(os.path.join(folder, "model.weights.h5"))
+    _check_vocabulary_sizes(folder, configs)
+
+
+def _check_vocabulary_sizes(folder, configs):
+    """Every vocabulary in the folder's files has one word per decoder output."""
+    vocabularies, outputs = [], []
+    for name, config in configs.items():
+        for _, entry in _serialized_objects(config):
+            if entry.get("class_name") == "VideoCaptionerPreprocessor":
+                vocabulary = entry["config"].get("vocabulary")
+                if vocabulary is not None and not isinstance(vocabulary, list):
+                    raise PresetError(
+                        os.path.join(folder, name),
+                        f"the vocabulary is a {type(vocabulary).__name__}, not a list of words",
+                    )
+                if vocabulary is not None:
+                    vocabularies.append((name, len(vocabulary)))
+            if entry.get("class_name") == "CaptionDecoder":
+                outputs.append((name, entry["config"].get("vocabulary_size")))
+    for vocabulary_file, words in vocabularies:
+        for decoder_file, size in outputs:
+            if size != words:
+                raise PresetError(
+                    os.path.join(folder, vocabulary_file),
+                    f"the vocabulary has {words} words but the caption decoder "
+                    f"in {decoder_file} has {size} outputs; they must match (ids "
+                    "past the vocabulary would vanish from captions)",
+                )
+
+
+def _check_weights_file(path):
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            file.visit(lambda name: None)  # reads every group's header
+    except Exception as error:  # h5py raises OSError, KeyError, RuntimeError...
+        raise PresetError(
+            path, f"not a readable HDF5 weights file (truncated or damaged?): {error}"
+        ) from error
+
+
+def _root_cause(error):
+    """The innermost exception of a chain, then the outer message."""
+    chain = [error]
+    while True:
+        inner = chain[-1].__cause__ or chain[-1].__context__
+        if inner is None or inner in chain or len(chain) > 20:
+            break
+        chain.append(inner)
+    root = chain[-1]
+    text = f"{type(root).__name__}: {' '.join(str(root).split())}"
+    if root is not error:
+        text += f" (while: {' '.join(str(error).split())[:300]})"
+    return text
+
+
+def _check_vocabulary(folder, model):
+    preprocessor = getattr(model, "preprocessor", None)
+    decoder = getattr(model.backbone, "caption_decoder", None)
+    if preprocessor is None or decoder is None:
+        return
+    if preprocessor.vocabulary_size != decoder.vocabulary_size:
+        raise PresetError(
+            folder,
+            f"the vocabulary has {preprocessor.vocabulary_size} words but the "
+            f"caption decoder has {decoder.vocabulary_size} outputs",
+        )

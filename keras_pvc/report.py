@@ -160,26 +160,82 @@ def _curves_section(run_dir, history):
     return f"<div class='plots'>{''.join(images)}</div>"
 
 
+def _first_references(samples_path):
+    """Clip id -> first reference, from a run's `samples.txt` (if any)."""
+    references = {}
+    if not os.path.exists(samples_path):
+        return references
+    clip_id = None
+    with open(samples_path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.startswith(" "):
+                clip_id = line.strip()
+            elif line.strip().startswith("reference:") and clip_id is not None:
+                references[clip_id] = line.split("reference:", 1)[1].strip()
+    return references
+
+
+def _drawable(run_dir):
+    """Why `visualize_run` cannot draw this run's clips, or None if it can."""
+    model_dir = os.path.join(run_dir, "model")
+    if not os.path.isdir(model_dir):
+        return "the run folder has no model/"
+    if not os.path.isdir(os.path.join(run_dir, "data")):
+        return "the run folder has no data/ (its clips live elsewhere)"
+    try:  # the backbone's config, as keras-hub writes it in a preset folder
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as handle:
+            input_kind = json.load(handle)["config"].get("input_kind", "frames")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return f"model/config.json could not be read ({error})"
+    if input_kind != "frames":
+        return "the model reads cached features, not frames"
+    return None
+
+
+def _prediction_cards(run_dir, num_clips):
+    """Text-only entries from `predictions.json`: caption and first reference."""
+    path = os.path.join(run_dir, "predictions.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        predictions = json.load(handle)
+    references = _first_references(os.path.join(run_dir, "samples.txt"))
+    return [
+        {
+            "clip_id": clip_id,
+            "image": None,
+            "caption": caption,
+            "references": [references[clip_id]] if clip_id in references else [],
+        }
+        for clip_id, caption in list(predictions.items())[:num_clips]
+    ]
+
+
 def _clips_section(run_dir, num_clips, visuals_dir):
     index_path = os.path.join(visuals_dir, "index.json")
     index = None
+    note = ""
     if os.path.exists(index_path):
         with open(index_path, encoding="utf-8") as handle:
             index = json.load(handle)
-    if (not index or len(index) < num_clips) and os.path.isdir(
-        os.path.join(run_dir, "model")
-    ):
-        from keras_pvc.visualize import visualize_run
+    if not index or len(index) < num_clips:
+        reason = _drawable(run_dir)
+        if reason is None:
+            from keras_pvc.visualize import visualize_run
 
-        index = visualize_run(run_dir, num_clips=num_clips, out_dir=visuals_dir)
+            index = visualize_run(run_dir, num_clips=num_clips, out_dir=visuals_dir)
+        elif not index:
+            index = _prediction_cards(run_dir, num_clips)
+            note = f"<p class='note'>Captions only: {html.escape(reason)}.</p>"
     if not index:
         return "<p class='note'>No clips: the run folder has no model/ or data/.</p>"
     cards = []
     for entry in index[:num_clips]:
-        image_path = os.path.join(visuals_dir, entry["image"])
         image = ""
-        if os.path.exists(image_path):
-            image = _image_tag(_read_bytes(image_path), entry["clip_id"])
+        if entry.get("image"):
+            image_path = os.path.join(visuals_dir, entry["image"])
+            if os.path.exists(image_path):
+                image = _image_tag(_read_bytes(image_path), entry["clip_id"])
         references = "".join(
             f"<li>{html.escape(reference)}</li>" for reference in entry["references"]
         )
@@ -189,7 +245,7 @@ def _clips_section(run_dir, num_clips, visuals_dir):
             f"<div class='caption'>{html.escape(entry['caption'] or '(empty)')}</div>"
             f"<ul>{references}</ul>{image}</div>"
         )
-    return f"<div class='clips'>{''.join(cards)}</div>"
+    return f"{note}<div class='clips'>{''.join(cards)}</div>"
 
 
 def write_report(run_dir, out_path=None, num_clips=8):

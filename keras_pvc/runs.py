@@ -176,6 +176,7 @@ def train_run(
     callbacks=None,
     init_weights=None,
     verbose=1,
+    recalibrate_batch_norm=True,
 ):
     """Trains a preset on clips, captions the test split and scores it.
 
@@ -200,6 +201,10 @@ def train_run(
             clips). With `epochs=0` and `rl_epochs` this is the usual
             self-critical workflow: RL from a cross-entropy checkpoint.
         verbose: int.
+        recalibrate_batch_norm: bool. After cross-entropy, set the frame
+            CNN's BatchNorm statistics to the training frames' exact ones
+            (`keras_pvc.batch_norm`); False only measures the train/inference
+            gap (and warns). Recorded in `metrics.json` as `batch_norm`.
 
     Returns:
         The summary written to `out/metrics.json`.
@@ -329,6 +334,14 @@ def train_run(
                 f"Kept the weights of epoch {best_epoch + 1} (lowest validation "
                 f"loss, {best.best:.4f})"
             )
+    batch_norm = None
+    if epochs and kind == "frames":
+        # Short runs leave running statistics wrong (issue 15); see the module.
+        from keras_pvc.batch_norm import recalibrate_after_training
+
+        batch_norm = recalibrate_after_training(
+            model, train, config["batch_size"], recalibrate_batch_norm, say
+        )
     results = {}
     if rl_epochs:
         xe_predictions = caption_split(model, test)
@@ -380,6 +393,7 @@ def train_run(
         "metrics": scores,
         "phases": results,
         "skipped_clips": arrays.failures,
+        "batch_norm": batch_norm,
         "seconds": round(time.time() - started, 1),
         "train_seconds": round(train_seconds, 1),
     }

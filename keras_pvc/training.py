@@ -4,14 +4,17 @@ run folder every `keras-pvc train`/`demo` writes.
 A run folder holds:
 - `model/` — the final model as a preset folder (`keras_pvc.from_preset(it)`),
 - `checkpoints/epoch_NNN.weights.h5` — weights every `checkpoint_every` epochs,
-- `backup/` — `keras.callbacks.BackupAndRestore` state for `--resume`,
+- `backup/` — `CrashSafeBackup` state for `--resume` (double-buffered,
+  each file written atomically: a kill never loses the last good epoch),
 - `history.csv` and `loss_imgs/loss.png` — losses, redrawn every epoch,
 - `metrics.json`, `samples.txt` — held-out scores and captions.
 """
 
+import hashlib
 import json
 import os
 import shutil
+import warnings
 
 import keras
 
@@ -33,7 +36,155 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
         if self.every and (epoch + 1) % self.every == 0:
             os.makedirs(self.directory, exist_ok=True)
             path = os.path.join(self.directory, f"epoch_{epoch + 1:03d}.weights.h5")
-            self.model.save_weights(path)
+            save_weights_atomically(self.model, path)
+
+
+def save_weights_atomically(model, path):
+    """`model.save_weights(path)` under a temporary name, then `os.replace`.
+
+    A kill during the write leaves the previous file (or none), never half
+    of one.
+    """
+    temporary = path[: -len(".weights.h5")] + f".partial-{os.getpid()}.weights.h5"
+    model.save_weights(temporary)
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _write_text_atomically(path, text):
+    temporary = f"{path}.partial-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _file_sha1(path):
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CrashSafeBackup(keras.callbacks.BackupAndRestore):
+    """`BackupAndRestore` whose backup survives a kill at any moment.
+
+    Keras' callback (even with `double_checkpoint=True`) overwrites
+    `latest.weights.h5` in place, and writes the epoch to
+    `training_metadata.json` after the weights: a kill during the write
+    leaves a torn file that `--resume` fails on with a raw h5py `OSError`,
+    and a kill between the two writes pairs new weights with the old epoch.
+    Here every save is double-buffered and atomic:
+
+    1. the last good pair is copied to `previous.weights.h5` /
+       `previous_training_metadata.json` (each copy atomic);
+    2. the weights are written under a temporary name and moved over
+       `latest.weights.h5` (`os.replace`);
+    3. the metadata, with the SHA-1 of the weights file it belongs to, is
+       written the same way.
+
+    On resume, the latest pair is used if its metadata parses, the weights'
+    SHA-1 matches and they load; otherwise the previous pair, with a
+    warning naming the damaged file; if neither is usable, a `ValueError`
+    names the folder and says how to start over (the backup is left as it
+    is). Backups written by Keras' own callback (no SHA-1) still load.
+
+    Args:
+        backup_dir: str. The backup folder.
+        save_freq: `"epoch"` or int, as in `BackupAndRestore`.
+    """
+
+    def __init__(self, backup_dir, save_freq="epoch"):
+        super().__init__(
+            backup_dir, save_freq=save_freq, double_checkpoint=True, delete_checkpoint=False
+        )
+        # Keras loads weights only from names ending in `.weights.h5`, so the
+        # previous pair is not Keras' `latest.weights.h5.bkp`.
+        self._prev_weights_path = os.path.join(backup_dir, "previous.weights.h5")
+        self._prev_training_metadata_path = os.path.join(
+            backup_dir, "previous_training_metadata.json"
+        )
+
+    def on_train_begin(self, logs=None):
+        if not self.model.built:
+            raise ValueError(
+                "CrashSafeBackup needs a built model before `fit()`; call it "
+                "on a batch first."
+            )
+        pairs = [
+            (self._weights_path, self._training_metadata_path),
+            (self._prev_weights_path, self._prev_training_metadata_path),
+        ]
+        if os.path.isdir(self.backup_dir):
+            for name in os.listdir(self.backup_dir):
+                if ".partial-" in name:  # a write a kill interrupted
+                    os.remove(os.path.join(self.backup_dir, name))
+        if not any(os.path.exists(path) for pair in pairs for path in pair):
+            return  # a fresh run
+        problems = []
+        for weights_path, metadata_path in pairs:
+            problem = self._restore(weights_path, metadata_path)
+            if problem is None:
+                if problems:
+                    warnings.warn(
+                        f"Backup {problems[0]}; resumed from the previous backup "
+                        f"{weights_path} (epoch {self.model._initial_epoch}).",
+                        stacklevel=2,
+                    )
+                return
+            problems.append(problem)
+        raise ValueError(
+            f"No usable backup in {self.backup_dir}: " + "; ".join(problems)
+            + ". Delete the folder (or run without --resume) to start over."
+        )
+
+    def _restore(self, weights_path, metadata_path):
+        """Loads one (weights, metadata) pair; returns why not, or None."""
+        if not os.path.isfile(weights_path):
+            return f"{weights_path} is missing"
+        try:
+            with open(metadata_path, encoding="utf-8") as handle:
+                metadata = json.load(handle)
+            epoch = int(metadata["epoch"])
+        except FileNotFoundError:
+            return f"{metadata_path} is missing"
+        except (ValueError, KeyError, TypeError) as error:
+            return f"{metadata_path} is damaged ({type(error).__name__}: {error})"
+        expected = metadata.get("weights_sha1")
+        if expected is not None and _file_sha1(weights_path) != expected:
+            return (
+                f"{weights_path} does not match {metadata_path} (torn or from an "
+                "interrupted save)"
+            )
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        try:
+            self.model.load_weights(weights_path)
+        except Exception as error:  # h5py raises OSError, KeyError, ValueError...
+            return f"{weights_path} cannot be loaded ({type(error).__name__}: {error})"
+        self.model._initial_epoch = epoch
+        return None
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        for current, previous in (
+            (self._weights_path, self._prev_weights_path),
+            (self._training_metadata_path, self._prev_training_metadata_path),
+        ):
+            if os.path.exists(current):
+                temporary = f"{previous}.partial-{os.getpid()}"
+                shutil.copyfile(current, temporary)
+                os.replace(temporary, previous)
+        save_weights_atomically(self.model, self._weights_path)
+        metadata = {
+            "epoch": self._current_epoch,
+            "batch": self._last_batch_seen,
+            "weights_sha1": _file_sha1(self._weights_path),
+        }
+        _write_text_atomically(self._training_metadata_path, json.dumps(metadata))
 
 
 class HistoryLogger(keras.callbacks.Callback):
@@ -57,8 +208,15 @@ class HistoryLogger(keras.callbacks.Callback):
 
         rows = []
         if os.path.exists(self.path):
-            with open(self.path, newline="") as handle:
-                rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) < epoch]
+            with open(self.path, newline="", encoding="utf-8", errors="replace") as handle:
+                for row in csv.DictReader(handle):
+                    try:
+                        if int(row["epoch"]) < epoch:
+                            rows.append(row)
+                    except (KeyError, TypeError, ValueError):
+                        warnings.warn(
+                            f"{self.path}: dropped a damaged row {row!r}.", stacklevel=2
+                        )
         row = {"epoch": epoch}
         row.update({key: float(value) for key, value in (logs or {}).items()})
         rows.append(row)
@@ -125,9 +283,7 @@ class BestWeights(keras.callbacks.Callback):
             return
         self.best, self.best_epoch = float(value), epoch
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        temporary = self.path[: -len(".weights.h5")] + ".tmp.weights.h5"
-        self.model.save_weights(temporary)
-        os.replace(temporary, self.path)
+        save_weights_atomically(self.model, self.path)
 
     def restore(self, model):
         """Loads the best weights into `model`; returns their epoch or None."""
@@ -241,7 +397,7 @@ def training_callbacks(run_dir, checkpoint_every=10, resume=False, phase="xe"):
 
     return [
         NonFiniteGuard(),
-        keras.callbacks.BackupAndRestore(backup, delete_checkpoint=False),
+        CrashSafeBackup(backup),
         HistoryLogger(history_csv),
         LossPlot(history_csv, os.path.join(run_dir, "loss_imgs", "loss.png")),
         PeriodicCheckpoint(os.path.join(run_dir, "checkpoints"), checkpoint_every),

@@ -28,6 +28,19 @@ METHODS = ("auto", "grab", "seek")
 # MJPG .avi, FFV1 .mkv); see tests/test_video.py.
 SEEK_TO_START_MIN_FRAMES = 250
 
+# What `read_frames` accepts as a video (smaller, shorter or darker files are
+# refused with a `VideoReadError` naming the file, so a loader reports them
+# and the run goes on instead of training on frames blown up from 1x1 pixel).
+# Both sides at least this many pixels: the smallest frame CNN input in the
+# presets is 64x64 and a 16x16 clip is already 16x up-sampled.
+MIN_VIDEO_SIDE = 16
+# At least this many frames in the file: one frame is a still image.
+MIN_VIDEO_FRAMES = 2
+# The brightest pixel of the sampled frames must exceed this (of 255): a clip
+# whose frames are all black (a failed download, a dead capture) says
+# nothing. The procedural dataset's background alone is 20.
+MIN_PEAK_BRIGHTNESS = 10
+
 
 class VideoReadError(ValueError):
     """A video file could not be read.
@@ -212,7 +225,11 @@ def read_frames(path, num_frames, size=None, start=None, end=None, method="auto"
 
     Raises:
         VideoReadError: the file is missing, empty or not a video, the
-            segment lies outside the clip, or no frame could be decoded.
+            segment lies outside the clip, or no frame could be decoded; or
+            the clip is too small (a side under `MIN_VIDEO_SIDE` = 16
+            pixels), too short (under `MIN_VIDEO_FRAMES` = 2 frames) or too
+            dark (no sampled pixel above `MIN_PEAK_BRIGHTNESS` = 10 of 255)
+            to be a video. The message names the file and the reason.
 
     Example:
 
@@ -242,9 +259,20 @@ def read_frames(path, num_frames, size=None, start=None, end=None, method="auto"
             if frame_count == 0:
                 raise VideoReadError(path, "no frame could be decoded")
             capture = _open(path)
+        if frame_count < MIN_VIDEO_FRAMES:
+            raise VideoReadError(
+                path,
+                f"too short to be a video: {frame_count} frame(s), the minimum "
+                f"is {MIN_VIDEO_FRAMES} (keras_pvc.video.MIN_VIDEO_FRAMES)",
+            )
+        _check_size(
+            path,
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
         first, stop = _segment_frames(path, frame_count, fps, start, end)
         wanted = first + sample_indices(stop - first, num_frames)
-        decoded = _decode(capture, wanted, method, size)
+        decoded, native_shape = _decode(capture, wanted, method, size)
     finally:
         capture.release()
 
@@ -252,6 +280,15 @@ def read_frames(path, num_frames, size=None, start=None, end=None, method="auto"
         raise VideoReadError(
             path,
             f"no frame could be decoded (the container claims {frame_count} frames)",
+        )
+    _check_size(path, native_shape[1], native_shape[0])
+    peak = max(int(frame.max()) for frame in decoded if frame is not None)
+    if peak <= MIN_PEAK_BRIGHTNESS:
+        raise VideoReadError(
+            path,
+            f"too dark to be a video: the brightest pixel of the sampled frames "
+            f"is {peak}/255, the minimum is above {MIN_PEAK_BRIGHTNESS} "
+            "(keras_pvc.video.MIN_PEAK_BRIGHTNESS)",
         )
     # `decoded` may be shorter than num_frames (a short clip): pad at the end.
     frame_shape = next(frame.shape for frame in decoded if frame is not None)
@@ -262,6 +299,16 @@ def read_frames(path, num_frames, size=None, start=None, end=None, method="auto"
             frames[position] = frame
             frame_mask[position] = True
     return frames, frame_mask
+
+
+def _check_size(path, width, height):
+    """Refuses frames under `MIN_VIDEO_SIDE`; a size of 0 means unknown."""
+    if (0 < width < MIN_VIDEO_SIDE) or (0 < height < MIN_VIDEO_SIDE):
+        raise VideoReadError(
+            path,
+            f"too small to be a video: {width}x{height} pixels, the minimum is "
+            f"{MIN_VIDEO_SIDE}x{MIN_VIDEO_SIDE} (keras_pvc.video.MIN_VIDEO_SIDE)",
+        )
 
 
 def _to_rgb(frame, size, reference_shape):
@@ -281,10 +328,16 @@ def _to_rgb(frame, size, reference_shape):
 
 
 def _decode(capture, wanted, method, size=None):
-    """Decodes the frames numbered `wanted` (increasing) to RGB; None where missing."""
+    """Decodes the frames numbered `wanted` (increasing) to RGB.
+
+    Returns `(frames, native_shape)`: a list with None where a frame is
+    missing, and the first decoded frame's shape before resizing (None if
+    none decoded).
+    """
     decoded = [None] * len(wanted)
+    native_shape = None
     if len(wanted) == 0:
-        return decoded
+        return decoded, native_shape
     position = 0  # number of the frame the next grab() returns
     reference_shape = None
     if method == "seek" or (
@@ -308,6 +361,7 @@ def _decode(capture, wanted, method, size=None):
         position += 1
         ok, frame = capture.retrieve()
         if ok and frame is not None:
+            native_shape = native_shape or frame.shape
             decoded[slot] = _to_rgb(frame, size, reference_shape)
             reference_shape = decoded[slot].shape
-    return decoded
+    return decoded, native_shape

@@ -53,12 +53,31 @@ def msvd_copy(tmp_path):
 
 
 def test_read_video_corpus_counts():
-    with pytest.warns(UserWarning, match="2 rows missing"):
+    with pytest.warns(UserWarning, match="2 rows missing a field") as record:
         references, counts = read_video_corpus(os.path.join(MSVD, "video_corpus.csv"))
     assert references == MSVD_REFERENCES
+    skipped = counts.pop("skipped")
     assert counts == dict(
         rows=21, kept=11, other_language=5, missing_fields=2, empty=1, duplicate=2
     )
+    # Line numbers of the fixture's file (line 1 is the header).
+    assert skipped == [
+        (3, "repeats line 2 of clip '-4wsuPCjDBc_5_15'"),
+        (4, "language 'French'"),
+        (8, "language 'German'"),
+        (9, "empty Description"),
+        (11, "language 'Spanish'"),
+        (12, "repeats line 10 of clip 'mv89psg6zh4_33_46'"),
+        (19, "language 'Chinese'"),
+        (20, "no VideoID"),
+        (21, "no End"),
+        (22, "language 'French'"),
+    ]
+    message = str(record[0].message)
+    assert "video_corpus.csv" in message
+    for text in ("line 20 (no VideoID)", "line 21 (no End)", "line 9 (empty Description)",
+                 "line 3 (repeats line 2", "lines 4, 8, 11, 19, 22"):
+        assert text in message
     with pytest.warns(UserWarning):
         french, _ = read_video_corpus(os.path.join(MSVD, "video_corpus.csv"), "French")
     assert set(french) == {"-4wsuPCjDBc_5_15", "onlyfrench1_1_9"}

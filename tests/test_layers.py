@@ -319,15 +319,68 @@ def test_grid_message_passing_is_local():
     np.testing.assert_allclose(out[0, 0, 8], out_changed[0, 0, 8])  # far corner
 
 
+def _gcn_round_by_hand(nodes, adjacency, grid_kernel, grid_bias, residual_kernel):
+    """One residual GCN round of one frame in numpy, loops and all:
+    `X Wr + relu(D^-1/2 (A + I) D^-1/2 X Wg + bg)`, D the row sums of A + I."""
+    with_self = adjacency + np.eye(len(adjacency))
+    degree = with_self.sum(axis=1)
+    normalised = np.zeros_like(with_self)
+    for i in range(len(adjacency)):
+        for j in range(len(adjacency)):
+            normalised[i, j] = with_self[i, j] / np.sqrt(degree[i] * degree[j])
+    message = normalised @ (nodes @ grid_kernel + grid_bias)
+    return nodes @ residual_kernel + np.maximum(message, 0.0)
+
+
 def test_spatial_graph_conv_mixed_and_batch_adjacency():
     layer = SpatialGraphConv(HIDDEN, adjacency="grid", pooling=None, position_embedding=False)
     nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
-    mixed = np.ones((REGIONS, REGIONS), "float32")
-    batch = np.broadcast_to(mixed, (BATCH, FRAMES, REGIONS, REGIONS))
+    layer.build(nodes.shape)
+    grid_dense, residual_dense = layer.grid_dense[0], layer.residual_dense[0]
+    # A non-zero bias, so that the normalisation's row sums matter.
+    grid_dense.bias.assign(RNG.normal(size=(HIDDEN,)).astype("float32"))
+    weights = (
+        keras.ops.convert_to_numpy(grid_dense.kernel),
+        keras.ops.convert_to_numpy(grid_dense.bias),
+        keras.ops.convert_to_numpy(residual_dense.kernel),
+    )
+    # Batch mode: every frame its own graph — a chain, a star, an isolated
+    # region, a complete graph, one edge, none (all six frames differ).
+    graphs = [
+        [(0, 1), (1, 2), (2, 3)],
+        [(0, 1), (0, 2), (0, 3)],
+        [(0, 1), (1, 2)],
+        [(i, j) for i in range(REGIONS) for j in range(i + 1, REGIONS)],
+        [(2, 3)],
+        [],
+    ]
+    batch = np.zeros((BATCH, FRAMES, REGIONS, REGIONS), "float32")
+    for index, edges in enumerate(graphs):
+        for i, j in edges:
+            batch[index // FRAMES, index % FRAMES, i, j] = 1.0
+            batch[index // FRAMES, index % FRAMES, j, i] = 1.0
+    outputs = keras.ops.convert_to_numpy(layer(nodes, batch))
+    assert outputs.shape == (BATCH, FRAMES, REGIONS, HIDDEN)
+    for b in range(BATCH):
+        for t in range(FRAMES):
+            np.testing.assert_allclose(
+                outputs[b, t],
+                _gcn_round_by_hand(nodes[b, t], batch[b, t], *weights),
+                rtol=1e-5, atol=1e-5, err_msg=f"frame {b, t}",
+            )
+    # Mixed mode: one (N, N) graph for every frame, by hand too, and the
+    # same as that graph given per frame.
+    mixed = batch[0, 0]
+    outputs = keras.ops.convert_to_numpy(layer(nodes, mixed))
+    for b in range(BATCH):
+        for t in range(FRAMES):
+            np.testing.assert_allclose(
+                outputs[b, t], _gcn_round_by_hand(nodes[b, t], mixed, *weights),
+                rtol=1e-5, atol=1e-5,
+            )
+    broadcast = np.broadcast_to(mixed, batch.shape)
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(layer(nodes, mixed)),
-        keras.ops.convert_to_numpy(layer(nodes, batch)),
-        atol=1e-6,
+        keras.ops.convert_to_numpy(layer(nodes, broadcast)), outputs, atol=1e-6
     )
 
 

@@ -1,6 +1,7 @@
 """Tests for keras_pvc.metrics: equal to coco-caption (pycocoevalcap) digits."""
 
 import json
+import os
 import random
 import shutil
 import warnings
@@ -177,34 +178,120 @@ def test_full_pipeline_matches_coco_caption_on_raw_captions(corpus, our_scores):
     assert our_scores["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-4)
 
 
+def _run_meteor_jar_cli(hypotheses, references, folder):
+    """Scores with the METEOR 1.5 jar's own command line, not a wrapper.
+
+    Plain-text files, one hypothesis per line and `len(references[i])`
+    consecutive reference lines per segment (`-r`), with the options
+    coco-caption uses (`-l en -norm`). Returns `(final, per_segment)` as
+    the jar prints them.
+    """
+    import re
+    import subprocess
+
+    from pycocoevalcap.meteor import meteor as coco_meteor
+
+    jar = os.path.join(os.path.dirname(coco_meteor.__file__), "meteor-1.5.jar")
+    num_references = len(references[0])
+    assert all(len(refs) == num_references for refs in references)
+    hypothesis_file, reference_file = folder / "test.txt", folder / "reference.txt"
+    hypothesis_file.write_text("".join(h + "\n" for h in hypotheses), encoding="utf-8")
+    reference_file.write_text(
+        "".join(r + "\n" for refs in references for r in refs), encoding="utf-8"
+    )
+    result = subprocess.run(
+        ["java", "-Xmx2G", "-jar", jar, str(hypothesis_file), str(reference_file),
+         "-l", "en", "-norm", "-r", str(num_references)],
+        capture_output=True, text=True, timeout=600, check=True,
+    )
+    per_segment = [
+        float(value)
+        for value in re.findall(r"^Segment \d+ score:\s*(\S+)$", result.stdout, re.M)
+    ]
+    final = float(re.search(r"^Final score:\s*(\S+)$", result.stdout, re.M).group(1))
+    assert len(per_segment) == len(hypotheses), result.stdout[-2000:]
+    return final, np.array(per_segment)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_JAVA, reason="the METEOR jar needs java")
-def test_meteor_jar_matches_pycocoevalcap(corpus):
+def test_meteor_jar_matches_pycocoevalcap(corpus, tmp_path):
+    """coco-caption's METEOR, run outside our code and outside its wrapper.
+
+    The reference is coco-caption's pipeline done by hand: raw captions
+    through pycocoevalcap's (Java) PTBTokenizer, written to files and
+    scored by the bundled METEOR 1.5 jar's plain command line. Ours goes
+    through our pure-Python tokenizer and our backend (the jar over
+    `-stdio`, statistics aggregated over clips), so a tokenizer that keeps
+    punctuation, a corpus score that averages the clips, or clips scored
+    against another clip's references all show here.
+    """
     pytest.importorskip("pycocoevalcap")
-    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     references, predictions = corpus
+    clip_ids = list(predictions)
+    # The jar's plain-text format takes a fixed number of references per line.
+    references = {clip_id: references[clip_id][:5] for clip_id in clip_ids}
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({c: [{"caption": r} for r in references[c]] for c in clip_ids})
+    res = tokenizer.tokenize({c: [{"caption": predictions[c]}] for c in clip_ids})
+    jar_final, jar_per_clip = _run_meteor_jar_cli(
+        [res[c][0] for c in clip_ids], [gts[c] for c in clip_ids], tmp_path
+    )
+
     scores = metrics.evaluate_captions(
         references, predictions, metrics=["METEOR"], per_clip=True,
         meteor_backend="meteor-1.5-jar",
     )
     assert scores["info"]["METEOR-backend"] == "meteor-1.5-jar"
-    gts, res = _coco_inputs(references, predictions)
-    coco_score, coco_per_clip = Meteor().compute_score(gts, res)
-    assert scores["METEOR"] == pytest.approx(coco_score, abs=1e-3)
-    ours = [scores["per_clip"][c]["METEOR"] for c in gts]
-    np.testing.assert_allclose(ours, coco_per_clip, atol=1e-3)
+    ours = np.array([scores["per_clip"][c]["METEOR"] for c in clip_ids])
+    np.testing.assert_allclose(ours, jar_per_clip, rtol=0, atol=1e-12)
+    assert scores["METEOR"] == pytest.approx(jar_final, abs=1e-12)
+    # The corpus score pools matches over clips; it is not the clips' mean,
+    # so the check above tells the two apart.
+    assert abs(np.mean(jar_per_clip) - jar_final) > 1e-3
+    # Known values: a caption equal to a reference scores 1 (one chunk, no
+    # fragmentation penalty), an empty one 0.
+    assert scores["per_clip"]["edge_identical_0_1"]["METEOR"] == 1.0
+    assert scores["per_clip"]["edge_empty_0_1"]["METEOR"] == 0.0
 
 
-def test_meteor_nltk_fallback(tmp_path):
+# Two clips scored by hand with nltk's METEOR (alpha 0.9, beta 3, gamma 0.5;
+# exact matches only: no shared stems or WordNet synonyms among the other
+# words). score = (1 - gamma * (chunks / m)**beta) * P R / (alpha P + (1 - alpha) R),
+# the best over the references.
+NLTK_HAND_REFERENCES = {
+    "c1_0_1": ["The dog jumps over a fence.", "Two cats sleep."],
+    "c2_0_1": ["the red car stops here"],
+}
+NLTK_HAND_PREDICTIONS = {"c1_0_1": "A dog jumps high!", "c2_0_1": "Red car stops."}
+# c1: "a dog jumps high" vs "the dog jumps over a fence": m = 3 (a, dog,
+# jumps), P = 3/4, R = 3/6, Fmean = 0.375 / 0.725 = 15/29; aligned in
+# hypothesis order a->5th, dog->2nd, jumps->3rd: 2 chunks, penalty
+# 0.5 (2/3)^3 = 4/27; score 23/27 * 15/29 = 345/783. "two cats sleep": m = 0.
+# c2: "red car stops" vs "the red car stops here": m = 3, P = 1, R = 3/5,
+# Fmean = 0.6 / 0.96 = 5/8; 1 chunk, penalty 0.5 (1/3)^3 = 1/54; score
+# 53/54 * 5/8 = 265/432.
+NLTK_HAND_SCORES = {"c1_0_1": 345 / 783, "c2_0_1": 265 / 432}
+
+
+@pytest.mark.parametrize("backend", ["nltk-wordnet", "auto"])
+def test_meteor_nltk_fallback(tmp_path, monkeypatch, backend):
     if not meteor_module.prepare_wordnet(str(tmp_path / "nltk_data")):
         pytest.skip("no WordNet (Debian wordnet-base + wordnet-sense-index)")
+    if backend == "auto":
+        # The fallback itself: without the jar, "auto" must pick nltk.
+        monkeypatch.setattr(meteor_module, "_meteor_jar_available", lambda: False)
     scores = metrics.evaluate_captions(
-        {"c_0_1": ["a man is running", "a person runs"]}, {"c_0_1": "A man runs."},
-        metrics=["METEOR"], meteor_backend="nltk-wordnet",
+        NLTK_HAND_REFERENCES, NLTK_HAND_PREDICTIONS,
+        metrics=["METEOR"], per_clip=True, meteor_backend=backend,
     )
     assert scores["info"]["METEOR-backend"] == "nltk-wordnet"
-    assert 0.3 < scores["METEOR"] <= 1.0
+    for clip_id, expected in NLTK_HAND_SCORES.items():
+        assert scores["per_clip"][clip_id]["METEOR"] == pytest.approx(expected, rel=1e-12)
+    # The fallback reports the mean of the clips.
+    assert scores["METEOR"] == pytest.approx(np.mean(list(NLTK_HAND_SCORES.values())), rel=1e-12)
 
 
 def test_meteor_omitted_with_warning(monkeypatch):

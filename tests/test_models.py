@@ -19,6 +19,7 @@ from keras_pvc.models.video_captioner_preprocessor import BOS_ID
 from keras_pvc.models.video_captioner_preprocessor import EOS_ID
 from keras_pvc.models.video_captioner_preprocessor import PAD_ID
 from keras_pvc.models.video_captioner_preprocessor import UNK_ID
+from keras_pvc.presets import preset_config
 from layer_testing import BACKEND
 
 CAPTIONS = [
@@ -309,12 +310,54 @@ def test_tiny_model_overfits_four_clips():
     assert model.generate({"features": features}) == CAPTIONS
 
 
+def _dense_params(inputs, units, bias=True):
+    return inputs * units + (units if bias else 0)
+
+
+def _lstm_params(inputs, units):
+    # Four gates, each with an input kernel, a recurrent kernel and a bias.
+    return 4 * (inputs + units + 1) * units
+
+
+def _expected_parameter_counts(config):
+    """Each component's weights, from the preset's knobs by formula."""
+    hidden, vocabulary, embedding = (
+        config["hidden_dim"], config["vocabulary_size"], config["embedding_dim"]
+    )
+    counts = {}
+    features = config["input_shape"][-1]
+    graph = config["graph"]
+    if graph:
+        regions, channels, units = config["input_shape"][0], features, graph["units"]
+        assert graph["adjacency"] == "both" and graph["pooling"] == "attention"
+        attention_dim = 64  # SpatialGraphConv's default
+        counts["spatial_graph"] = (
+            regions * channels  # position embedding per region
+            + _dense_params(channels, units)  # grid message
+            + _dense_params(channels, units, bias=False)  # learned message ("both": one bias)
+            + 2 * _dense_params(channels, attention_dim)  # query and key
+            + _dense_params(channels, units, bias=False)  # residual (channels != units)
+            + _dense_params(units, 1)  # attention-pooling score, one head
+        )
+        features = units
+    counts["temporal_encoder"] = _dense_params(features, hidden) + _lstm_params(hidden, hidden)
+    decoder = (
+        vocabulary * embedding + _lstm_params(embedding, hidden) + _dense_params(hidden, vocabulary)
+    )
+    if config["attention"]:
+        decoder += _dense_params(hidden, hidden, bias=False)  # attention query
+        decoder += _dense_params(2 * hidden, hidden)  # tanh(W [h; context])
+    counts["caption_decoder"] = decoder
+    return counts
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name,shape", [("msvd", (49, 1280)), ("s2vt", (4096,))])
-def test_full_size_presets_forward(name, shape):
+@pytest.mark.parametrize("name", ["msvd", "s2vt"])
+def test_full_size_presets_forward(name):
+    config = preset_config(name)
     model = keras_pvc.from_preset(name)
     inputs = {
-        "features": np.random.rand(1, 80, *shape).astype("float32"),
+        "features": np.random.rand(1, 80, *config["input_shape"]).astype("float32"),
         "frame_mask": np.ones((1, 80), bool),
         "token_ids": np.full((1, 21), BOS_ID, "int32"),
         "padding_mask": np.ones((1, 21), bool),
@@ -322,22 +365,94 @@ def test_full_size_presets_forward(name, shape):
     logits = model(inputs)
     assert logits.shape == (1, 21, 3000)
     assert np.all(np.isfinite(keras.ops.convert_to_numpy(logits)))
-    print(name, model.count_params())
+    expected = _expected_parameter_counts(config)
+    backbone = model.backbone
+    for component, count in expected.items():
+        assert getattr(backbone, component).count_params() == count, component
+    # Nothing else holds weights (the msvd frame CNN only records how its
+    # features were made): 24,302,793 (msvd) and 22,608,000 (s2vt).
+    assert model.count_params() == sum(expected.values())
+
+
+class BigramDecoder(CaptionDecoder):
+    """A `CaptionDecoder` whose next word depends on the previous word only.
+
+    `log_probs[previous, next]` is a hand-written table: teacher forcing
+    (`call`, which the rescoring uses) and `step` (which the beam sampler
+    uses) both read it, so every caption's log-probability is known by hand.
+    """
+
+    def __init__(self, log_probs, **kwargs):
+        super().__init__(len(log_probs), embedding_dim=4, hidden_dim=8, **kwargs)
+        self.log_probs = np.asarray(log_probs, "float32")
+
+    def call(self, token_ids, encoder_sequence, encoder_mask=None, initial_state=None,
+             training=None):
+        table = keras.ops.convert_to_tensor(self.log_probs)
+        return keras.ops.take(table, keras.ops.cast(token_ids, "int32"), axis=0)
+
+    def step(self, token_ids, cache):
+        table = keras.ops.convert_to_tensor(self.log_probs)
+        return keras.ops.take(table, keras.ops.cast(token_ids, "int32"), axis=0), cache
+
+
+def _bigram_table(word2idx, vocabulary_size, rows):
+    """log p(next | previous): `rows[previous] = {next: p}`, the rest of each
+    row spread evenly; unlisted rows end the caption with p 0.9."""
+    table = np.zeros((vocabulary_size, vocabulary_size))
+    for previous in range(vocabulary_size):
+        row = rows.get(previous, {EOS_ID: 0.9})
+        rest = (1.0 - sum(row.values())) / (vocabulary_size - len(row))
+        table[previous] = rest
+        for word, probability in row.items():
+            table[previous, word] = probability
+    np.testing.assert_allclose(table.sum(1), 1.0)
+    return np.log(table)
 
 
 def test_beam_rescoring_by_length():
-    import keras_hub
+    preprocessor = tiny_preprocessor()
+    word = preprocessor.word2idx
+    short, long = ["a"], ["green", "triangle", "moves", "up"]
+    # From <bos>: "a" (0.5) then <eos> (0.9), or "green" (0.4) then each next
+    # word of `long` and <eos> with 0.9. After <eos>, <eos> again (p ~ 1), so
+    # finished beams keep their score while the others grow.
+    rows = {
+        BOS_ID: {word["a"]: 0.5, word["green"]: 0.4},
+        word["green"]: {word["triangle"]: 0.9},
+        word["triangle"]: {word["moves"]: 0.9},
+        word["moves"]: {word["up"]: 0.9},
+        EOS_ID: {EOS_ID: 1.0 - 1e-6},
+    }
+    table = _bigram_table(word, preprocessor.vocabulary_size, rows)
+    # By hand (lengths count the <eos>): total log p favours the short one,
+    # log p per word the long one.
+    short_log_p = np.log(0.5) + np.log(0.9)  # -0.80 over 2 words: -0.40
+    long_log_p = np.log(0.4) + 4 * np.log(0.9)  # -1.34 over 5 words: -0.27
+    assert short_log_p > long_log_p and short_log_p / 2 < long_log_p / 5
 
-    model = tiny_model()
-    inputs = tiny_inputs(model)
-    greedy = np.asarray(model.generate_ids(inputs, "greedy"))
+    backbone = VideoCaptionerBackbone(
+        temporal_encoder=TemporalLSTMEncoder(8),
+        caption_decoder=BigramDecoder(table, name="caption_decoder"),
+        input_kind="features",
+        input_shape=(5,),
+    )
+    model = VideoCaptioner(backbone, preprocessor)
+    inputs = {"features": np.random.default_rng(0).uniform(size=(2, 3, 5)).astype("float32")}
+
+    def beam(length_penalty):
+        return model.generate(inputs, sampler="beam", length_penalty=length_penalty)
+
+    # Greedy and raw log p (penalty 0, or keras-hub's own choice) take "a".
+    assert model.generate(inputs, sampler="greedy") == [" ".join(short)] * 2
+    assert beam(0.0) == [" ".join(short)] * 2
+    assert beam(None) == [" ".join(short)] * 2
+    # Mean log p per word (penalty 1) flips the choice to the long caption.
+    assert beam(1.0) == [" ".join(long)] * 2
+    ids = np.asarray(model.generate_ids(inputs, "beam", length_penalty=1.0))
+    assert ids.shape == (2, preprocessor.caption_length + 1)
+    expected = [word[w] for w in long] + [EOS_ID]
+    np.testing.assert_array_equal(ids[:, : len(expected)], [expected] * 2)
     # One beam is greedy search, whatever the rescoring.
     one_beam = keras_hub.samplers.BeamSampler(num_beams=1)
-    detokenize = model.preprocessor.detokenize
-    assert detokenize(model.generate_ids(inputs, one_beam, length_penalty=1.0)) == (
-        detokenize(greedy)
-    )
-    # Rescored beams are ids (B, max_length) that detokenize to clean text.
-    ids = np.asarray(model.generate_ids(inputs, "beam", length_penalty=1.0))
-    assert ids.shape == greedy.shape
-    assert all(isinstance(c, str) for c in model.generate(inputs, sampler="beam"))
+    assert model.generate(inputs, sampler=one_beam, length_penalty=1.0) == [" ".join(short)] * 2

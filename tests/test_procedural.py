@@ -361,3 +361,60 @@ def test_scene_accuracy_counts_by_hand():
     assert result["shapes"] == pytest.approx(3 / 5)  # a, b, d
     assert result["relation"] == pytest.approx(3 / 5)  # a, b, d
     assert result["parsed"] == pytest.approx(4 / 5)
+    # Per attribute (hand-counted): b keeps only the relation (its roles are
+    # swapped), c its subject and the object's kind; three clips have an object.
+    attributes = result["attributes"]
+    assert attributes["num_clips"] == 5 and attributes["num_pair_clips"] == 3
+    assert attributes["subject_color"] == pytest.approx(3 / 5)  # a, c, d
+    assert attributes["subject_kind"] == pytest.approx(3 / 5)
+    assert attributes["subject"] == pytest.approx(3 / 5)
+    assert attributes["relation"] == pytest.approx(3 / 5)  # a, b, d
+    assert attributes["object_color"] == pytest.approx(1 / 3)  # a
+    assert attributes["object_kind"] == pytest.approx(2 / 3)  # a, c
+    assert attributes["object"] == pytest.approx(1 / 3)
+
+
+def test_compositional_split_tests_only_unseen_combinations(tmp_path):
+    compositional = str(tmp_path / "compositional")
+    generate_procedural_dataset(compositional, num_clips=240, num_frames=2, frame_size=16, split="compositional")
+    random_root = str(tmp_path / "random")
+    generate_procedural_dataset(random_root, num_clips=240, num_frames=2, frame_size=16)
+    with open(os.path.join(compositional, "metadata.json")) as f:
+        metadata = json.load(f)
+    with open(os.path.join(random_root, "metadata.json")) as f:
+        assert "split" not in json.load(f)  # the default's metadata as before
+    held_out = {tuple(c) for c in metadata["held_out_combinations"]}
+    assert held_out == set(procedural.held_out_combinations(0)) and len(held_out) == 16
+    with open(os.path.join(compositional, "split.tsv")) as f:
+        splits = dict(line.split() for line in f)
+    meanings = {c: scene_meaning(Scene.from_dict(s)) for c, s in metadata["scenes"].items()}
+
+    def combination(meaning):
+        return tuple(meaning[1].split()) + (meaning[0],)
+
+    by_split = {name: [c for c in splits if splits[c] == name] for name in ("train", "val", "test")}
+    assert all(by_split.values())
+    for clip_id in by_split["test"]:
+        assert combination(meanings[clip_id]) in held_out
+    for clip_id in by_split["train"] + by_split["val"]:
+        assert combination(meanings[clip_id]) not in held_out
+    train_meanings = {meanings[c] for c in by_split["train"]}
+    assert not any(meanings[c] in train_meanings for c in by_split["test"])
+    # ...although every colour, shape and relation of the test is trained on.
+    trained = [combination(meanings[c]) for c in by_split["train"]]
+    for position in range(3):
+        assert {t[position] for t in trained} >= {
+            combination(meanings[c])[position] for c in by_split["test"]
+        }
+    # Train : val keeps the asked 0.8 : 0.05 ratio; videos and references are
+    # the random split's.
+    assert len(by_split["val"]) == round(
+        (len(by_split["train"]) + len(by_split["val"])) * 0.05 / 0.85
+    )
+    for name in ("video_corpus.csv", os.path.join("YouTubeClips", "proc00007_0_1.avi")):
+        with open(os.path.join(compositional, name), "rb") as a, open(
+            os.path.join(random_root, name), "rb"
+        ) as b:
+            assert a.read() == b.read()
+    with pytest.raises(ValueError, match="split"):
+        generate_procedural_dataset(str(tmp_path / "bad"), split="by_colour")

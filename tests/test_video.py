@@ -243,8 +243,8 @@ class _LyingCapture:
         return {
             cv2.CAP_PROP_FRAME_COUNT: float(self.claimed),
             cv2.CAP_PROP_FPS: 10.0,
-            cv2.CAP_PROP_FRAME_WIDTH: 8.0,
-            cv2.CAP_PROP_FRAME_HEIGHT: 6.0,
+            cv2.CAP_PROP_FRAME_WIDTH: 24.0,
+            cv2.CAP_PROP_FRAME_HEIGHT: 16.0,
         }.get(prop, 0.0)
 
     def set(self, prop, value):
@@ -257,7 +257,10 @@ class _LyingCapture:
         return True
 
     def retrieve(self):
-        return True, np.full((6, 8, 3), self.position - 1, np.uint8)
+        # Bright (a real video's content), with the frame's number in one pixel.
+        frame = np.full((16, 24, 3), 200, np.uint8)
+        frame[0, 0] = self.position - 1
+        return True, frame
 
     def release(self):
         pass

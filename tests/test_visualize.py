@@ -256,3 +256,43 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     header = np.array([int(HEADER_COLOR[i : i + 2], 16) for i in (1, 3, 5)])
     top = image[5:40, 50:500].reshape(-1, 3).astype(int)
     assert np.mean(np.all(np.abs(top - header) <= 6, axis=-1)) > 0.5
+
+
+def _copy_run(tiny_run, destination, keep_data=True):
+    run_dir, _ = tiny_run
+    shutil.copytree(run_dir, destination, ignore=shutil.ignore_patterns("visuals", "report.html"))
+    if not keep_data:
+        shutil.rmtree(destination / "data")
+    clips = [c for c in load_msvd(run_dir / "data") if c.split == "test"][:2]
+    with open(destination / "predictions.json", "w") as handle:
+        json.dump({c.clip_id: f"caption of {c.clip_id}" for c in clips}, handle)
+    with open(destination / "samples.txt", "w") as handle:
+        for c in clips:
+            handle.write(f"{c.clip_id}\n  generated: x\n  reference: {c.references[0]}\n")
+    return clips
+
+
+def test_report_of_a_train_run_without_data(tiny_run, tmp_path):
+    clips = _copy_run(tiny_run, tmp_path / "run", keep_data=False)
+    with open(write_report(tmp_path / "run", num_clips=2), encoding="utf-8") as handle:
+        page = handle.read()
+    assert "Captions only: the run folder has no data/" in page
+    for clip in clips:
+        assert html.escape(f"caption of {clip.clip_id}") in page
+        assert html.escape(clip.references[0]) in page
+
+
+def test_report_of_a_features_run(tmp_path):
+    config = preset_config(
+        "s2vt", vocabulary=VideoCaptionerPreprocessor.build_vocabulary(["a b c"]), input_shape=(6,), hidden_dim=4,
+        embedding_dim=4, caption_length=5, num_frames=3,
+    )
+    run_dir = tmp_path / "run"
+    (run_dir / "data").mkdir(parents=True)
+    build_video_captioner(config).save_to_preset(str(run_dir / "model"))
+    with open(run_dir / "predictions.json", "w") as handle:
+        json.dump({"clip_0_1": "a b c"}, handle)
+    with open(write_report(run_dir), encoding="utf-8") as handle:
+        page = handle.read()
+    assert "Captions only: the model reads cached features" in page
+    assert "a b c" in page and "clip_0_1" in page

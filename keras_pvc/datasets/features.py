@@ -22,6 +22,8 @@ import warnings
 
 import numpy as np
 
+from keras_pvc.datasets.clip import DatasetError
+from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.datasets.pipeline import ClipArrays
 from keras_pvc.datasets.pipeline import caption_dataset
 from keras_pvc.datasets.pipeline import caption_examples
@@ -43,13 +45,28 @@ def _load_mask(features_file, num_frames):
     path = mask_path_for(features_file)
     if not os.path.exists(path):
         return np.ones(num_frames, bool)
-    mask = np.load(path, allow_pickle=False)
+    try:
+        mask = np.load(path, allow_pickle=False)
+    except Exception as error:  # truncated, not .npy, pickled objects
+        raise ValueError(f"frame mask {path!r} cannot be loaded: {error}") from error
+    if not isinstance(mask, np.ndarray) or mask.dtype.kind not in "biuf":
+        raise ValueError(f"frame mask {path!r} is not an array of booleans")
     if mask.shape != (num_frames,):
         raise ValueError(
             f"Frame mask {path!r} has shape {mask.shape}; the features have "
             f"{num_frames} frames."
         )
     return mask.astype(bool)
+
+
+def _npy_header(path):
+    """`read_npy_header`, with every way a damaged header fails as ValueError."""
+    try:
+        return read_npy_header(path)
+    except (OSError, ValueError):
+        raise
+    except Exception as error:  # EOFError, SyntaxError in the header dict...
+        raise ValueError(f"not a .npy file ({type(error).__name__}: {error})") from error
 
 
 def scan_features(clips, features_dir=None):
@@ -69,6 +86,12 @@ def scan_features(clips, features_dir=None):
     kept, paths, masks, failures = [], [], [], []
     feature_shape = dtype = None
     for clip in clips:
+        problem = clip_id_problem(clip.clip_id, features_dir) or (
+            features_dir is not None and clip_id_problem(clip.clip_id + ".npy", features_dir)
+        )
+        if problem is not None:
+            failures.append((clip.clip_id, problem))
+            continue
         path = _features_file(clip, features_dir)
         if path is None:
             failures.append((clip.clip_id, "the clip has no features_path"))
@@ -77,7 +100,7 @@ def scan_features(clips, features_dir=None):
             failures.append((clip.clip_id, f"feature file {path!r} not found"))
             continue
         try:
-            shape, file_dtype, offset = read_npy_header(path)
+            shape, file_dtype, offset = _npy_header(path)
             expected = offset + int(np.prod(shape, dtype=np.int64)) * file_dtype.itemsize
             if os.path.getsize(path) != expected:
                 raise ValueError("the file is truncated")
@@ -105,11 +128,10 @@ def scan_features(clips, features_dir=None):
             stacklevel=3,
         )
     if not kept:
-        raise ValueError(
-            f"None of the {len(clips)} clips has usable features"
-            + (f" in {os.fspath(features_dir)!r}" if features_dir is not None else "")
-            + (f" (first: {failures[0][1]})" if failures else "")
-            + "."
+        raise DatasetError(
+            os.fspath(features_dir) if features_dir is not None else "features",
+            f"none of the {len(clips)} clips has usable features"
+            + (f" (first: {failures[0][0]}: {failures[0][1]})" if failures else ""),
         )
     masks = np.stack(masks) if masks else np.zeros((0, 0), bool)
     return kept, paths, masks, feature_shape, np.dtype(dtype), failures

@@ -19,6 +19,9 @@ import os
 import warnings
 
 from keras_pvc.datasets.clip import Clip
+from keras_pvc.datasets.clip import DatasetError
+from keras_pvc.datasets.clip import clip_id_problem
+from keras_pvc.datasets.clip import report_skipped
 
 JSON_NAMES = (
     "videodatainfo.json",
@@ -55,6 +58,42 @@ def _video_path(video_id, video_dir, search_dirs):
     return None
 
 
+def read_json(path):
+    """A JSON file's content; `DatasetError` naming the file if it is not JSON.
+
+    A UTF-8 byte-order mark is accepted.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8-sig") as file:
+            return json.load(file)
+    except UnicodeDecodeError as error:
+        raise DatasetError(path, f"not UTF-8 text ({error})") from error
+    except json.JSONDecodeError as error:
+        raise DatasetError(path, f"not valid JSON ({error})") from error
+    except RecursionError as error:
+        raise DatasetError(path, "JSON nested too deeply") from error
+
+
+def _sentence_order(sentence):
+    number = sentence.get("sen_id", 0)
+    return number if isinstance(number, (int, float)) and number == number else 0
+
+
+def _captions_by_video(json_path, sentences):
+    if not isinstance(sentences, list):
+        raise DatasetError(json_path, "'sentences' is not a list")
+    sentences = [sentence for sentence in sentences if isinstance(sentence, dict)]
+    captions = {}
+    for sentence in sorted(sentences, key=_sentence_order):
+        caption = sentence.get("caption", "")
+        caption = " ".join(caption.split()) if isinstance(caption, str) else ""
+        video_id = sentence.get("video_id")
+        if caption and isinstance(video_id, str):
+            captions.setdefault(video_id, []).append(caption)
+    return captions
+
+
 def load_msrvtt(root_or_json, video_dir=None):
     """Loads MSR-VTT as a list of `Clip`s.
 
@@ -74,7 +113,14 @@ def load_msrvtt(root_or_json, video_dir=None):
         `val`) and the captions, stripped, empty ones dropped, in `sen_id`
         order. Videos with no caption (an unlabelled test set) keep an empty
         reference list. Videos with an unknown split are skipped with a
-        warning.
+        warning; so are videos without a `video_id` string and ids that
+        cannot name a file in the video folder (`clip_id_problem`), each
+        named with its reason.
+
+    Raises:
+        FileNotFoundError: no annotation file.
+        DatasetError: a file is not UTF-8 JSON or not MSR-VTT's layout; the
+            message names the file.
 
     Example:
 
@@ -85,28 +131,35 @@ def load_msrvtt(root_or_json, video_dir=None):
     clips = []
     seen = set()
     unknown_splits = 0
+    skipped = []
     for json_path in _json_paths(root_or_json):
-        with open(json_path, encoding="utf-8") as file:
-            try:
-                data = json.load(file)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{json_path}: not valid JSON ({error}).") from error
-        if not isinstance(data, dict) or "videos" not in data:
-            raise ValueError(f"{json_path}: not an MSR-VTT file (no 'videos' list).")
-        captions = {}
-        for sentence in sorted(
-            data.get("sentences", []), key=lambda sentence: sentence.get("sen_id", 0)
-        ):
-            caption = " ".join(str(sentence.get("caption", "")).split())
-            if caption and "video_id" in sentence:
-                captions.setdefault(sentence["video_id"], []).append(caption)
+        data = read_json(json_path)
+        if not isinstance(data, dict) or not isinstance(data.get("videos"), list):
+            raise DatasetError(json_path, "not an MSR-VTT file (no 'videos' list)")
+        captions = _captions_by_video(json_path, data.get("sentences", []))
         base = os.path.dirname(os.path.abspath(json_path))
         search_dirs = [os.path.join(base, name) for name in VIDEO_DIR_NAMES]
-        for video in data["videos"]:
-            video_id = video["video_id"]
+        for number, video in enumerate(data["videos"]):
+            video_id = video.get("video_id") if isinstance(video, dict) else None
+            if not isinstance(video_id, str):
+                skipped.append((f"videos[{number}]", "no 'video_id' string"))
+                continue
             split = SPLIT_NAMES.get(str(video.get("split", "")).lower())
             if split is None:
                 unknown_splits += 1
+                continue
+            folders = [video_dir] if video_dir is not None else search_dirs
+            problem = next(
+                (
+                    p
+                    for f in folders
+                    for p in (clip_id_problem(video_id, f), clip_id_problem(video_id + ".mp4", f))
+                    if p
+                ),
+                None,
+            )
+            if problem is not None:
+                skipped.append((repr(video_id), problem))
                 continue
             if video_id in seen:
                 continue
@@ -119,10 +172,5 @@ def load_msrvtt(root_or_json, video_dir=None):
                     video_path=_video_path(video_id, video_dir, search_dirs),
                 )
             )
-    if unknown_splits:
-        warnings.warn(
-            f"{unknown_splits} MSR-VTT videos with a split other than "
-            "train/validate/test: skipped.",
-            stacklevel=2,
-        )
+    report_skipped(os.fspath(root_or_json), skipped, "video", stacklevel=3)
     return clips

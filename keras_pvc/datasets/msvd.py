@@ -24,6 +24,10 @@ import warnings
 import numpy as np
 
 from keras_pvc.datasets.clip import Clip
+from keras_pvc.datasets.clip import DatasetError
+from keras_pvc.datasets.clip import DatasetWarning
+from keras_pvc.datasets.clip import clip_id_problem
+from keras_pvc.datasets.clip import report_skipped
 from keras_pvc.datasets.splits import assign_splits
 
 logger = logging.getLogger(__name__)
@@ -31,6 +35,8 @@ logger = logging.getLogger(__name__)
 CORPUS_FIELDS = ("VideoID", "Start", "End", "Language", "Description")
 # Tried in this order when looking for a clip's video file.
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv")
+# Files a features folder holds per clip (`keras_pvc.extract`).
+FEATURE_SUFFIXES = (".npy", ".mask.npy")
 
 
 def clip_id_of(video_id, start, end):
@@ -46,13 +52,17 @@ def read_video_corpus(csv_path, language="English"):
     """Reads MSVD's `video_corpus.csv` into references per clip.
 
     Rows in other languages are skipped; so are rows missing VideoID, Start,
-    End or Language (counted), empty descriptions (counted) and descriptions
-    that repeat an earlier one of the same clip after collapsing whitespace
-    and lower-casing (counted). Kept descriptions have their whitespace
-    collapsed.
+    End, Language or the Description field, empty descriptions, and
+    descriptions that repeat an earlier one of the same clip after collapsing
+    whitespace and lower-casing. Every skipped row is listed with its line
+    number and reason in `counts["skipped"]`, and one `DatasetWarning` names
+    the lines of each kind (languages other than the one kept are expected,
+    so they are only counted in that warning when some row was skipped for
+    another reason). Kept descriptions have their whitespace collapsed.
 
     Args:
-        csv_path: str or path-like. The csv, with MSVD's header row.
+        csv_path: str or path-like. The csv, with MSVD's header row (a UTF-8
+            byte-order mark is accepted; undecodable bytes become U+FFFD).
         language: str or None. The `Language` to keep (case-insensitive);
             None keeps every language.
 
@@ -60,61 +70,143 @@ def read_video_corpus(csv_path, language="English"):
         A tuple `(references, counts)`: `references` maps clip id to its list
         of descriptions, in csv order; `counts` is a dict with the numbers of
         `rows`, `kept`, `other_language`, `missing_fields`, `empty` and
-        `duplicate` rows.
+        `duplicate` rows, and `skipped`: a list of `(line, reason)` for every
+        row left out (line 1 is the header).
 
     Raises:
-        ValueError: the csv lacks one of MSVD's columns.
+        FileNotFoundError: the csv is missing.
+        DatasetError: the csv lacks one of MSVD's columns or cannot be parsed
+            (a field over the csv module's limit of 128 KiB); the message
+            names the file and the line.
     """
-    references = {}
-    seen = {}
+    csv_path = os.fspath(csv_path)
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"MSVD csv {csv_path!r} not found.")
+    references, seen = {}, {}
     counts = dict(
         rows=0, kept=0, other_language=0, missing_fields=0, empty=0, duplicate=0
     )
+    skipped = []
     wanted_language = None if language is None else language.strip().lower()
     with open(csv_path, encoding="utf-8-sig", errors="replace", newline="") as file:
         reader = csv.DictReader(file)
-        header = [name.strip() for name in (reader.fieldnames or [])]
-        reader.fieldnames = header
-        missing = [name for name in CORPUS_FIELDS if name not in header]
-        if missing:
-            raise ValueError(
-                f"{os.fspath(csv_path)}: not an MSVD video_corpus.csv, the "
-                f"header lacks {missing} (header: {header})."
-            )
-        for row in reader:
-            counts["rows"] += 1
-            if row.get(None) and row.get("Description") is not None:
-                # An unquoted comma in the description (the last column).
-                row["Description"] = ",".join([row["Description"]] + row[None])
-            fields = {name: (row.get(name) or "").strip() for name in CORPUS_FIELDS}
-            if not all(fields[name] for name in ("VideoID", "Start", "End", "Language")) or (
-                row.get("Description") is None
-            ):
-                counts["missing_fields"] += 1
-                continue
-            if wanted_language is not None and fields["Language"].lower() != wanted_language:
-                counts["other_language"] += 1
-                continue
-            description = " ".join(fields["Description"].split())
-            if not description:
-                counts["empty"] += 1
-                continue
-            clip_id = clip_id_of(fields["VideoID"], fields["Start"], fields["End"])
-            key = _normalise(description)
-            if key in seen.setdefault(clip_id, set()):
-                counts["duplicate"] += 1
-                continue
-            seen[clip_id].add(key)
-            references.setdefault(clip_id, []).append(description)
-            counts["kept"] += 1
-    if counts["missing_fields"]:
-        warnings.warn(
-            f"{os.fspath(csv_path)}: skipped {counts['missing_fields']} rows "
-            "missing VideoID, Start, End, Language or Description.",
-            stacklevel=2,
-        )
-    logger.info("%s: %s", os.fspath(csv_path), counts)
+        try:
+            header = [str(name).strip() for name in (reader.fieldnames or [])]
+            reader.fieldnames = header
+            missing = [name for name in CORPUS_FIELDS if name not in header]
+            if missing:
+                raise DatasetError(
+                    csv_path,
+                    f"not an MSVD video_corpus.csv, the header lacks {missing} "
+                    f"(header: {header[:12]})",
+                )
+            for row in reader:
+                counts["rows"] += 1
+                kind, reason = _row_problem(row, wanted_language, seen, reader.line_num)
+                if kind is not None:
+                    counts[kind] += 1
+                    skipped.append((kind, reader.line_num, reason))
+                    continue
+                clip_id, description = row["_clip_id"], row["_description"]
+                references.setdefault(clip_id, []).append(description)
+                counts["kept"] += 1
+        except csv.Error as error:
+            raise DatasetError(
+                csv_path, f"cannot be parsed as csv after line {reader.line_num} ({error})"
+            ) from error
+    _warn_skipped_rows(csv_path, skipped, counts, language)
+    counts["skipped"] = [(line, reason) for _, line, reason in skipped]
+    logger.info("%s: %s", csv_path, {k: v for k, v in counts.items() if k != "skipped"})
     return references, counts
+
+
+def _row_problem(row, wanted_language, seen, line):
+    """`(counter name, reason)` for a row to skip, `(None, None)` to keep it.
+
+    A kept row gets `_clip_id` and `_description`; `seen` maps each clip id
+    to `{normalised description: first line}` to find duplicates.
+    """
+    if row.get(None) and row.get("Description") is not None:
+        # An unquoted comma in the description (the last column).
+        row["Description"] = ",".join([str(row["Description"])] + list(row[None]))
+    fields = {name: str(row.get(name) or "").strip() for name in CORPUS_FIELDS}
+    absent = [name for name in CORPUS_FIELDS[:4] if not fields[name]]
+    if row.get("Description") is None:
+        absent.append("Description")
+    if absent:
+        return "missing_fields", f"no {', '.join(absent)}"
+    if wanted_language is not None and fields["Language"].lower() != wanted_language:
+        return "other_language", f"language {fields['Language']!r}"
+    description = " ".join(fields["Description"].split())
+    if not description:
+        return "empty", "empty Description"
+    clip_id = clip_id_of(fields["VideoID"], fields["Start"], fields["End"])
+    key = _normalise(description)
+    first = seen.setdefault(clip_id, {}).get(key)
+    if first is not None:
+        return "duplicate", f"repeats line {first} of clip {clip_id!r}"
+    seen[clip_id][key] = line
+    row["_clip_id"], row["_description"] = clip_id, description
+    return None, None
+
+
+# What `_warn_skipped_rows` calls each kind of skipped row.
+_SKIP_KINDS = (
+    ("missing_fields", "missing a field"),
+    ("empty", "with an empty Description"),
+    ("duplicate", "repeating a description of the same clip"),
+    ("other_language", "in another language"),
+)
+
+
+def _warn_skipped_rows(csv_path, skipped, counts, language, limit=10):
+    problems = counts["missing_fields"] + counts["empty"] + counts["duplicate"]
+    if not problems:
+        return
+    parts = []
+    for kind, label in _SKIP_KINDS:
+        rows = [(line, reason) for found, line, reason in skipped if found == kind]
+        if not rows:
+            continue
+        shown = ", ".join(f"line {line} ({reason})" for line, reason in rows[:limit])
+        if kind == "other_language":
+            shown = "lines " + ", ".join(str(line) for line, _ in rows[:limit])
+        more = f", and {len(rows) - limit} more" if len(rows) > limit else ""
+        parts.append(f"{len(rows)} rows {label}: {shown}{more}")
+    warnings.warn(
+        f"{csv_path}: skipped {len(skipped)} of {counts['rows']} rows (kept "
+        f"{language or 'every language'}): " + "; ".join(parts) + ".",
+        DatasetWarning,
+        stacklevel=3,
+    )
+
+
+def usable_clip_ids(references, folders, source):
+    """The entries of `references` whose clip id can name a file in `folders`.
+
+    Applies `keras_pvc.datasets.clip.clip_id_problem` to every id, and to the
+    id with each suffix, against every folder; the ids it refuses
+    (`../../escape`, an id with a `/`, one whose `<id>.avi` is a symbolic
+    link out of the folder) are dropped and named with their reason in one
+    `DatasetWarning` citing `source`.
+
+    Args:
+        references: dict `{clip_id: references}`.
+        folders: dict `{folder: suffixes}`, e.g. `{video_dir: (".avi",)}`.
+        source: str. The file the ids came from, for the warning.
+    """
+    kept, skipped = {}, []
+    for clip_id, clip_references in references.items():
+        problem = clip_id_problem(clip_id)
+        for folder, suffixes in folders.items():
+            for name in (clip_id,) + tuple(clip_id + suffix for suffix in suffixes):
+                problem = problem or clip_id_problem(name, folder)
+        if problem is None:
+            kept[clip_id] = clip_references
+        else:
+            skipped.append((repr(clip_id), problem))
+    report_skipped(source, skipped, "clip", stacklevel=4)
+    return kept
 
 
 def find_video(video_dir, clip_id):
@@ -157,7 +249,10 @@ def load_msvd(
     deterministic hash split. Clips the split rule drops are left out.
 
     Clips whose video file is missing are still returned (the extractor
-    reports them); `missing_videos(clips)` lists them.
+    reports them); `missing_videos(clips)` lists them. Clips whose id cannot
+    name a file inside the video (or features) folder (`../../escape`, see
+    `keras_pvc.datasets.clip.clip_id_problem`) are left out, each named with
+    its reason in a `DatasetWarning`.
 
     Args:
         root: str or path-like. The MSVD folder.
@@ -179,9 +274,14 @@ def load_msvd(
     ('-4wsuPCjDBc_5_15', 'train', ['a squirrel is eating a peanut in its shell'])
     """
     root = os.fspath(root)
-    references, _ = read_video_corpus(os.path.join(root, "video_corpus.csv"), language)
-    splits = _splits_for(list(references), root, split_file, mapping_file)
+    csv_path = os.path.join(root, "video_corpus.csv")
+    references, _ = read_video_corpus(csv_path, language)
     video_dir = os.path.join(root, os.fspath(video_dir))
+    folders = {video_dir: VIDEO_EXTENSIONS}
+    if features_dir is not None:
+        folders[os.fspath(features_dir)] = FEATURE_SUFFIXES
+    references = usable_clip_ids(references, folders, csv_path)
+    splits = _splits_for(list(references), root, split_file, mapping_file)
     clips = []
     for clip_id, clip_references in references.items():
         if clip_id not in splits:
@@ -241,6 +341,9 @@ def load_feature_clips(
     """
     features_dir = os.fspath(features_dir)
     references, _ = read_video_corpus(csv_path, language)
+    references = usable_clip_ids(
+        references, {features_dir: FEATURE_SUFFIXES}, os.fspath(csv_path)
+    )
     clip_ids = list(references)
     if drop_missing:
         present = [
@@ -283,8 +386,9 @@ def load_features(path):
 
     Raises:
         FileNotFoundError: the file is missing.
-        ValueError: the file is not a readable `.npy` array, holds objects
-            or non-numbers, or has the wrong rank; the message names the file.
+        DatasetError: (a `ValueError`) the file is not a readable `.npy`
+            array, holds objects or non-numbers, or has the wrong rank; the
+            message names the file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -294,22 +398,19 @@ def load_features(path):
     except Exception as error:
         # Pickled objects ("Object arrays cannot be loaded when
         # allow_pickle=False"), truncated files, files that are not .npy.
-        raise ValueError(
-            f"Feature file {path!r} cannot be loaded as a .npy array: {error}"
+        raise DatasetError(
+            path, f"feature file cannot be loaded as a .npy array: {error}"
         ) from error
     if not isinstance(array, np.ndarray):
         if hasattr(array, "close"):  # an .npz archive
             array.close()
-        raise ValueError(
-            f"Feature file {path!r} holds {type(array).__name__}, not one array."
-        )
+        raise DatasetError(path, f"feature file holds {type(array).__name__}, not one array")
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise ValueError(
-            f"Feature file {path!r} holds dtype {array.dtype}, not numbers."
-        )
+        raise DatasetError(path, f"feature file holds dtype {array.dtype}, not numbers")
     if array.ndim not in (2, 3):
-        raise ValueError(
-            f"Feature file {path!r} has shape {array.shape}: expected (T, D) "
-            "pooled features or (T, N, C) region grids."
+        raise DatasetError(
+            path,
+            f"feature file has shape {array.shape}: expected (T, D) pooled "
+            "features or (T, N, C) region grids",
         )
     return array.astype(np.float32, copy=False)

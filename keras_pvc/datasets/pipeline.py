@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.video import VideoReadError
 from keras_pvc.video import read_frames
 
@@ -59,8 +60,10 @@ def _progress(total, verbose, name):
 def read_clip_videos(clips, num_frames, frame_size, workers=None, verbose=True):
     """Decodes every clip's video into memory with `read_frames`.
 
-    Unreadable videos (missing, corrupt, empty) are skipped and returned in
-    `failures` with the reason; the rest are read in parallel threads (OpenCV
+    Unreadable videos (missing, corrupt, empty, too small, too short or too
+    dark: see `keras_pvc.video.read_frames`) and clips whose id is not a
+    plain file name (`keras_pvc.datasets.clip.clip_id_problem`) are skipped
+    and returned in `failures` with the reason; the rest are read in parallel threads (OpenCV
     releases the GIL while decoding).
 
     Args:
@@ -82,6 +85,11 @@ def read_clip_videos(clips, num_frames, frame_size, workers=None, verbose=True):
 
     def read(index):
         clip = clips[index]
+        problem = clip_id_problem(clip.clip_id)
+        if problem is not None:
+            raise VideoReadError(clip.video_path, f"clip {clip.clip_id!r} skipped: {problem}")
+        if clip.video_path is None:
+            raise VideoReadError(clip.clip_id, "the clip has no video_path")
         return index, read_frames(
             clip.video_path, num_frames, size=frame_size, start=clip.start, end=clip.end
         )
@@ -98,6 +106,37 @@ def read_clip_videos(clips, num_frames, frame_size, workers=None, verbose=True):
                 progbar.update(index + 1)
     keep = np.flatnonzero(ok)
     return ClipArrays([clips[i] for i in keep], videos[keep], masks[keep], failures)
+
+
+def shuffled_numpy_dataset(inputs, batch_size=None, seed=None):
+    """A `tf.data.Dataset` over a dict of arrays, reshuffled every epoch.
+
+    `VideoCaptioner.fit` on a dict of numpy arrays goes through this:
+    keras-hub turns such a dict into a `tf.data.Dataset` without shuffling
+    (and Keras then ignores `shuffle=True` with a warning), so the examples
+    are shuffled here, before batching.
+
+    Args:
+        inputs: dict of arrays (or lists) with one row per example, e.g.
+            `{"features": (N, T, ...), "frame_mask": (N, T), "caption": [N str]}`.
+        batch_size: int or None (32, `fit`'s default).
+        seed: int or None. None follows the global seed
+            (`keras.utils.set_random_seed`).
+
+    Raises:
+        ValueError: the arrays do not all have the same number of rows.
+    """
+    import tensorflow as tf
+
+    lengths = {key: len(value) for key, value in inputs.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(
+            f"The inputs' arrays must have one row per example; got lengths {lengths}."
+        )
+    count = next(iter(lengths.values()))
+    dataset = tf.data.Dataset.from_tensor_slices(dict(inputs))
+    dataset = dataset.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size or 32)
 
 
 def caption_pairs(clips, preprocessor, all_references=True):

@@ -454,6 +454,50 @@ def _assign_splits(num_clips, split_fractions, seed):
     return splits
 
 
+SPLITS = ("random", "compositional")
+# Relations as `scene_meaning` states them (mirrored ones turned round).
+CANONICAL_RELATIONS = ("left_of", "above") + MOTION_RELATIONS + SINGLE_RELATIONS
+_HELD_OUT_PER_RELATION = 2  # of the 12 colour x shape types: 1 in 6
+
+
+def held_out_combinations(seed):
+    """The `(colour, kind, relation)` subjects a compositional split tests.
+
+    Two of the 12 colour x shape types per canonical relation, drawn from
+    `seed` so that the 16 combinations cover 16 different type slots (no
+    type is held out of more than two relations, and every colour, shape
+    and relation keeps most of its training clips).
+
+    Returns:
+        sorted list of `(colour, kind, relation)` tuples.
+    """
+    types = [(color, kind) for color in COLORS for kind in KINDS]
+    order = np.random.default_rng([seed, 2**32 - 2]).permutation(len(types))
+    combinations = []
+    for index, relation in enumerate(CANONICAL_RELATIONS):
+        for slot in range(_HELD_OUT_PER_RELATION):
+            color, kind = types[order[(index * _HELD_OUT_PER_RELATION + slot) % len(types)]]
+            combinations.append((color, kind, relation))
+    return sorted(combinations)
+
+
+def _compositional_splits(clip_ids, scenes, split_fractions, seed):
+    held_out = set(held_out_combinations(seed))
+    splits, rest = [], []
+    for index, name in enumerate(clip_ids):
+        relation, subject, _ = scene_meaning(Scene.from_dict(scenes[name]))
+        color, kind = subject.split(" ")
+        splits.append("test" if (color, kind, relation) in held_out else None)
+        if splits[-1] is None:
+            rest.append(index)
+    train, val = split_fractions[:2]
+    # The other clips: train and val in the asked ratio, at random.
+    rest_splits = _assign_splits(len(rest), (train / (train + val), val / (train + val), 0.0), seed)
+    for index, name in zip(rest, rest_splits):
+        splits[index] = name
+    return splits
+
+
 def _write_atomically(path, write):
     temporary = path + ".tmp"
     with open(temporary, "w", newline="", encoding="utf-8") as f:
@@ -487,6 +531,7 @@ def generate_procedural_dataset(
     seed=0,
     split_fractions=(0.8, 0.05, 0.15),
     overwrite=False,
+    split="random",
 ):
     """Writes the procedural shapes dataset in the MSVD layout.
 
@@ -504,11 +549,22 @@ def generate_procedural_dataset(
         split_fractions: 3 floats. Train, val, test fractions, summing to 1.
         overwrite: bool. Replace a dataset made with other parameters (or a
             foreign `video_corpus.csv`) instead of raising `ValueError`.
+        split: str. `"random"`: clips go to train/val/test at random in
+            `split_fractions` (most test scenes then also occur in
+            training: the test measures re-rendering). `"compositional"`:
+            the clips whose subject's colour x shape x relation is one of
+            `held_out_combinations(seed)` (about 1 in 6) are the test split,
+            so no test scene occurs in training although every colour,
+            shape and relation does; the rest go to train and val in the
+            ratio of `split_fractions`' first two. The videos and references
+            are the same for both.
 
     Returns:
         str, `root`.
     """
     root = os.fspath(root)
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
     split_fractions = tuple(float(f) for f in split_fractions)
     if num_clips < 1 or num_frames < 2 or frame_size < 16:
         raise ValueError(
@@ -534,6 +590,8 @@ def generate_procedural_dataset(
         "frame_size": int(frame_size),
         "split_fractions": list(split_fractions),
     }
+    if split != "random":  # the default's metadata stays as it was
+        params["split"] = split
     video_dir = os.path.join(root, "YouTubeClips")
     corpus_path = os.path.join(root, "video_corpus.csv")
     split_path = os.path.join(root, "split.tsv")
@@ -597,7 +655,10 @@ def generate_procedural_dataset(
         writer.writerow(CORPUS_HEADER)
         writer.writerows(rows)
 
-    splits = _assign_splits(num_clips, split_fractions, seed)
+    if split == "compositional":
+        splits = _compositional_splits(clip_ids, scenes, split_fractions, seed)
+    else:
+        splits = _assign_splits(num_clips, split_fractions, seed)
     _write_atomically(corpus_path, write_corpus)
     _write_atomically(
         split_path,
@@ -617,6 +678,8 @@ def generate_procedural_dataset(
             "scenes": scenes,
         }
     )
+    if split == "compositional":
+        metadata["held_out_combinations"] = [list(c) for c in held_out_combinations(seed)]
     _write_json(metadata_path, metadata)
     _remove([progress_path])
     return root
@@ -714,10 +777,18 @@ def scene_accuracy(scenes, predictions):
         relation), `shapes` (the caption names exactly the scene's shapes),
         `relation` (the caption states the scene's kind of relation, e.g.
         "left of" for a left/right scene whichever way round), `parsed` (the
-        caption fits a template at all), `num_clips`, and `per_clip`
-        (`{clip_id: bool}` for `exact`).
+        caption fits a template at all), `num_clips`, `per_clip`
+        (`{clip_id: bool}` for `exact`), and `attributes`: the fraction of
+        captions right about each attribute of the scene's meaning
+        (`subject_color`, `subject_kind`, `relation`, and over the clips
+        with two shapes `object_color`, `object_kind`; `subject`/`object`
+        for colour and kind both right), read from the caption's meaning
+        that matches the scene best; `num_clips` and `num_pair_clips` are
+        their denominators.
     """
     counts = {"exact": 0, "shapes": 0, "relation": 0, "parsed": 0}
+    attribute_counts = dict.fromkeys(ATTRIBUTES, 0)
+    num_pairs = 0
     per_clip = {}
     for clip_id, caption in predictions.items():
         scene = scenes.get(clip_id)
@@ -736,7 +807,55 @@ def scene_accuracy(scenes, predictions):
         )
         # Meanings are canonical (mirrors turned round): kinds compare as is.
         counts["relation"] += any(m[0] == truth[0] for m in meanings)
+        right = _attributes_right(truth, meanings)
+        num_pairs += truth[2] is not None
+        for key, value in right.items():
+            attribute_counts[key] += value
     total = len(per_clip)
     result = {key: value / total if total else 0.0 for key, value in counts.items()}
-    result.update({"num_clips": total, "per_clip": per_clip})
+    attributes = {}
+    for key, value in attribute_counts.items():
+        denominator = num_pairs if key.startswith("object") else total
+        attributes[key] = value / denominator if denominator else 0.0
+    attributes.update({"num_clips": total, "num_pair_clips": num_pairs})
+    result.update({"num_clips": total, "per_clip": per_clip, "attributes": attributes})
     return result
+
+
+ATTRIBUTES = (
+    "subject_color",
+    "subject_kind",
+    "subject",
+    "relation",
+    "object_color",
+    "object_kind",
+    "object",
+)
+
+
+def _attributes_right(truth, meanings):
+    """`{attribute: bool}` for the meaning that gets most of them right
+    (object attributes only for a two-shape truth)."""
+
+    def split(name):
+        return tuple(name.split(" ")) if name else (None, None)
+
+    relation, (color, kind) = truth[0], split(truth[1])
+    object_color, object_kind = split(truth[2])
+    best = dict.fromkeys(ATTRIBUTES if truth[2] else ATTRIBUTES[:4], False)
+    for meaning in meanings:
+        said_color, said_kind = split(meaning[1])
+        said_object = split(meaning[2])
+        right = {
+            "subject_color": said_color == color,
+            "subject_kind": said_kind == kind,
+            "relation": meaning[0] == relation,
+        }
+        right["subject"] = right["subject_color"] and right["subject_kind"]
+        if truth[2]:
+            right["object_color"] = said_object[0] == object_color
+            right["object_kind"] = said_object[1] == object_kind
+            right["object"] = right["object_color"] and right["object_kind"]
+        if sum(right.values()) > sum(best.values()):
+            best = right
+    return best

@@ -19,11 +19,15 @@ video at `<video_dir>/<youtube_id>.*`, `<video_dir>/<recipe_type>/<youtube_id>.*
 `video_dir`, with any video extension.
 """
 
-import json
+import math
 import os
 import warnings
 
 from keras_pvc.datasets.clip import Clip
+from keras_pvc.datasets.clip import DatasetError
+from keras_pvc.datasets.clip import clip_id_problem
+from keras_pvc.datasets.clip import report_skipped
+from keras_pvc.datasets.msrvtt import read_json
 
 SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
@@ -33,6 +37,21 @@ def _seconds_text(value):
     """`90` -> `"90"`, `90.0` -> `"90"`, `90.5` -> `"90.5"`."""
     value = float(value)
     return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def _segment(annotation):
+    """`(sentence, start, end)` of a valid annotation, else None."""
+    if not isinstance(annotation, dict):
+        return None
+    sentence = annotation.get("sentence", "")
+    sentence = " ".join(sentence.split()) if isinstance(sentence, str) else ""
+    try:
+        start, end = (float(value) for value in annotation.get("segment"))
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not sentence or not math.isfinite(end) or not end > start >= 0:
+        return None
+    return sentence, start, end
 
 
 def index_videos(video_dir):
@@ -81,35 +100,38 @@ def load_youcook2(annotations_json, video_dir=None):
     ('GLd3aX16zBg_90_102', 90.0, 102.0)
     """
     path = os.fspath(annotations_json)
-    with open(path, encoding="utf-8") as file:
-        try:
-            data = json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"YouCook2 annotations {path!r} not found.")
+    data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
-        raise ValueError(f"{path}: not a YouCook2 annotation file (no 'database').")
+        raise DatasetError(path, "not a YouCook2 annotation file (no 'database' object)")
     videos = index_videos(video_dir) if video_dir is not None else {}
 
     clips = []
     skipped_videos = 0
     skipped_segments = 0
+    bad_ids = []
     for youtube_id, entry in data["database"].items():
-        split = SUBSETS.get(str(entry.get("subset", "")).lower())
+        problem = clip_id_problem(youtube_id)
+        if problem is not None:
+            bad_ids.append((repr(youtube_id), problem))
+            continue
+        split = (
+            SUBSETS.get(str(entry.get("subset", "")).lower())
+            if isinstance(entry, dict)
+            else None
+        )
         if split is None:
             skipped_videos += 1
             continue
         video_path = videos.get(youtube_id)
-        for annotation in entry.get("annotations") or []:
-            sentence = " ".join(str(annotation.get("sentence", "")).split())
-            segment = annotation.get("segment")
-            try:
-                start, end = (float(value) for value in segment)
-            except (TypeError, ValueError):
+        annotations = entry.get("annotations") or []
+        for annotation in annotations if isinstance(annotations, list) else []:
+            segment = _segment(annotation)
+            if segment is None:
                 skipped_segments += 1
                 continue
-            if not sentence or not end > start >= 0:
-                skipped_segments += 1
-                continue
+            sentence, start, end = segment
             clips.append(
                 Clip(
                     clip_id=f"{youtube_id}_{_seconds_text(start)}_{_seconds_text(end)}",
@@ -120,6 +142,7 @@ def load_youcook2(annotations_json, video_dir=None):
                     end=end,
                 )
             )
+    report_skipped(path, bad_ids, "video", stacklevel=3)
     if skipped_videos or skipped_segments:
         warnings.warn(
             f"{path}: skipped {skipped_videos} videos with an unknown subset and "

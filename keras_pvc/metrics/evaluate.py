@@ -1,10 +1,16 @@
 """`evaluate_captions`: coco-caption's BLEU, METEOR, ROUGE-L and CIDEr-D."""
 
+import warnings
+
 from keras_pvc.metrics.bleu import corpus_bleu
 from keras_pvc.metrics.cider import CiderD
 from keras_pvc.metrics.meteor import corpus_meteor
 from keras_pvc.metrics.rouge import corpus_rouge_l
 from keras_pvc.metrics.tokenizer import tokenize_caption
+
+class PartialCoverageWarning(UserWarning):
+    """Predictions cover only some of the clips that have references."""
+
 
 METRIC_NAMES = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 _METRIC_GROUPS = {"BLEU": METRIC_NAMES[:4], "CIDER-D": ("CIDEr",)}
@@ -33,9 +39,13 @@ def _check_inputs(references, predictions):
         raise ValueError("references and predictions must be dicts keyed by clip id.")
     if not predictions:
         raise ValueError("predictions is empty: there is nothing to evaluate.")
+    unknown = [clip_id for clip_id in predictions if clip_id not in references]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} of {len(predictions)} predictions are for clips that "
+            f"have no references (e.g. {', '.join(repr(c) for c in unknown[:3])})."
+        )
     for clip_id, prediction in predictions.items():
-        if clip_id not in references:
-            raise ValueError(f"Prediction for clip {clip_id!r}, which has no references.")
         if not isinstance(prediction, str):
             raise ValueError(
                 f"The prediction for clip {clip_id!r} must be a str, "
@@ -63,7 +73,11 @@ def evaluate_captions(
     METEOR 1.5 (the jar when Java exists; else nltk + WordNet; else omitted
     with a warning), ROUGE-L (beta 1.2) and CIDEr-D (sigma 6, document
     frequencies from the evaluated clips' references). Only clips that have a
-    prediction are evaluated, as coco-caption does.
+    prediction are evaluated, as coco-caption does; when the predictions
+    cover only some of the clips with references, a `PartialCoverageWarning`
+    says how many (`info["num_references"]` and `info["unpredicted"]` carry
+    the counts), because scores over a subset are not comparable with scores
+    over the whole split.
 
     Args:
         references: dict. `{clip_id: list of str}` reference captions.
@@ -90,6 +104,16 @@ def evaluate_captions(
     """
     _check_inputs(references, predictions)
     selected = _resolve_metrics(metrics)
+    if len(predictions) < len(references):
+        missing = [clip_id for clip_id in references if clip_id not in predictions]
+        warnings.warn(
+            f"Scoring {len(predictions)} of the {len(references)} clips with "
+            f"references: {len(missing)} have no prediction (e.g. "
+            f"{', '.join(repr(clip_id) for clip_id in missing[:3])}); the "
+            "scores are over the predicted clips only.",
+            PartialCoverageWarning,
+            stacklevel=2,
+        )
     clip_ids = list(predictions)
     tokenized_predictions = [tokenize_caption(predictions[clip_id]) for clip_id in clip_ids]
     tokenized_references = [
@@ -122,6 +146,8 @@ def evaluate_captions(
         "METEOR-backend": backend,
         "tokenizer": TOKENIZER_NAME,
         "num_clips": len(clip_ids),
+        "num_references": len(references),
+        "unpredicted": len(references) - len(clip_ids),
     }
     if per_clip:
         result["per_clip"] = {

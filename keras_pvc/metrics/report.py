@@ -7,9 +7,16 @@ from keras_pvc.metrics.evaluate import evaluate_captions
 
 
 def _load_json(path, what):
+    # A UTF-8 byte-order mark is accepted, as the csv loader accepts one.
     try:
-        with open(path, encoding="utf-8") as file:
+        with open(path, encoding="utf-8-sig") as file:
             data = json.load(file)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{what} file {path} not found.") from error
+    except IsADirectoryError as error:
+        raise ValueError(f"{what} file {path} is a folder, not a JSON file.") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{what} file {path} is not UTF-8 text: {error}") from error
     except json.JSONDecodeError as error:
         raise ValueError(f"{what} file {path} is not valid JSON: {error}") from error
     if not isinstance(data, dict):
@@ -36,7 +43,13 @@ def evaluate_files(predictions_path, references_path, output_json=None, **kwargs
     """
     predictions = _load_json(predictions_path, "Predictions")
     references = _load_json(references_path, "References")
-    scores = evaluate_captions(references, predictions, **kwargs)
+    try:
+        scores = evaluate_captions(references, predictions, **kwargs)
+    except ValueError as error:
+        raise ValueError(
+            f"{predictions_path} (predictions) against {references_path} "
+            f"(references): {error}"
+        ) from error
     if output_json is not None:
         with open(output_json, "w", encoding="utf-8") as file:
             json.dump(scores, file, indent=2, ensure_ascii=False)

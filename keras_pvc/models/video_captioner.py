@@ -244,9 +244,21 @@ class VideoCaptioner(keras_hub.models.Task):
 
         A `tf.data.Dataset` (what `keras_pvc.datasets` builds) shuffles in
         its own pipeline; `fit` cannot shuffle one and warns when its
-        default `shuffle=True` meets one. Pass `shuffle` to choose.
+        default `shuffle=True` meets one. Pass `shuffle` to choose. A dict
+        of arrays is reshuffled every epoch unless `shuffle=False`.
         """
         x = args[0] if args else kwargs.get("x")
+        if (
+            isinstance(x, dict)
+            and len(args) < 2
+            and kwargs.get("shuffle", True)
+            and not kwargs.get("validation_split")
+        ):
+            # keras-hub would batch a dict of arrays unshuffled (issue 16).
+            from keras_pvc.datasets.pipeline import shuffled_numpy_dataset
+
+            x = shuffled_numpy_dataset(x, kwargs.pop("batch_size", None))
+            args, kwargs["x"], kwargs["shuffle"] = (), x, False
         # `shuffle` is fit's 8th positional argument.
         if "shuffle" not in kwargs and len(args) < 8 and hasattr(x, "element_spec"):
             kwargs["shuffle"] = False

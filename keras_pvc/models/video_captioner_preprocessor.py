@@ -217,21 +217,38 @@ class VideoCaptionerPreprocessor(keras_hub.models.Preprocessor):
         mask[: len(frames)] = frame_mask
         return padded, mask
 
+    def lookup_table(self):
+        """The vocabulary as a `tf.lookup.StaticHashTable` (word -> id).
+
+        Built once per vocabulary, in eager mode even when first asked for
+        inside a `tf.data` or `tf.function` graph (`tf.init_scope`): a table
+        made inside the first dataset's graph belongs to that graph, and a
+        validation dataset or a second `fit` on a new dataset of raw
+        `caption` strings could not use it ("'SymbolicTensor' object has no
+        attribute '_datatype_enum'").
+        """
+        import tensorflow as tf
+
+        self._require_vocabulary()
+        if self._lookup_table is None:
+            with tf.init_scope():
+                self._lookup_table = tf.lookup.StaticHashTable(
+                    tf.lookup.KeyValueTensorInitializer(
+                        tf.constant(self.vocabulary),
+                        tf.range(len(self.vocabulary), dtype=tf.int32),
+                    ),
+                    default_value=UNK_ID,
+                )
+        return self._lookup_table
+
     def _tf_tokenize(self, captions):
         import tensorflow as tf
 
-        if self._lookup_table is None:
-            self._lookup_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(self.vocabulary),
-                    tf.range(len(self.vocabulary), dtype=tf.int32),
-                ),
-                default_value=UNK_ID,
-            )
+        table = self.lookup_table()
         captions = tf.strings.lower(captions, encoding="utf-8")
         captions = tf.strings.regex_replace(captions, r"[^\p{L}\p{N}']", " ")
         words = tf.strings.split(captions)[:, : self.caption_length]
-        ids = self._lookup_table.lookup(words)
+        ids = table.lookup(words)
         bos = tf.fill(tf.concat([ids.nrows()[None], [1]], 0), BOS_ID)
         eos = tf.fill(tf.concat([ids.nrows()[None], [1]], 0), EOS_ID)
         ids = tf.concat([bos, ids, eos], axis=1)

@@ -1,4 +1,4 @@
-"""Caption rewards for self-critical training: in-graph CIDEr-D and host mixtures."""
+"""Caption rewards for self-critical training: CIDEr-D in keras.ops and host mixtures."""
 
 from keras_pvc.rewards.cider_d_reward import CiderDReward
 from keras_pvc.rewards.cider_d_reward import cider_d_document_frequency
@@ -11,8 +11,9 @@ from keras_pvc.rewards.token_ids import ids_to_text
 def build_reward(reward, train_reference_ids, vocabulary_size, vocabulary=None, **kwargs):
     """Builds the reward function a self-critical `train_step` calls.
 
-    CIDEr-D alone runs in the graph (`CiderDReward`, scaled by its weight);
-    any other name or mix runs on the host (`HostCaptionReward`).
+    CIDEr-D alone runs in `keras.ops` on every backend (`CiderDReward`,
+    scaled by its weight); any other name or mix runs on the host
+    (`HostCaptionReward`, TensorFlow's `tf.numpy_function`).
 
     Args:
         reward: str or dict. `"cider_d"`, or weights such as

@@ -1,7 +1,8 @@
-"""CIDEr-D of sampled token ids, inside the TensorFlow graph."""
+"""CIDEr-D of sampled token ids in `keras.ops`: TensorFlow, JAX and PyTorch."""
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_pvc.rewards.token_ids import BOS_ID
 from keras_pvc.rewards.token_ids import EOS_ID
@@ -11,11 +12,19 @@ from keras_pvc.rewards.token_ids import clean_token_ids
 from keras_pvc.rewards.token_ids import ngram_codes
 from keras_pvc.rewards.token_ids import reference_rows
 
+# Node ids are int32 on every backend (JAX runs without 64-bit ints).
+_MAX_NODES = 2**31 - 2
+
 
 def cider_d_document_frequency(
     train_reference_ids, vocabulary_size, max_order=4, pad_id=PAD_ID, bos_id=BOS_ID, eos_id=EOS_ID
 ):
     """Document frequencies of the n-grams of training references, as n-gram codes.
+
+    An n-gram `(w1, ..., wn)` of word ids is coded as the int64 number
+    `w1 * V**(n-1) + ... + wn` in base `V = vocabulary_size`. Word ids are
+    >= 1 (0 pads), so codes are exact and distinct for every order while
+    `V**max_order < 2**63` (V <= 55108 for 4-grams).
 
     Args:
         train_reference_ids: the training references as token ids: a padded
@@ -55,49 +64,161 @@ def cider_d_document_frequency(
     return codes.astype(np.int64), counts.astype(np.int64), len(per_clip_codes)
 
 
+def _ngram_trie(codes, counts, vocabulary_size, max_order):
+    """The training n-grams as a trie of int32 node ids, built on the host.
+
+    Node 0 is the empty n-gram; then come the 1-grams sorted by word, the
+    2-grams sorted by (parent node, last word), and so on, so the children
+    of every node are contiguous and sorted by word. The last node is
+    "unseen": no children, document frequency 0. A prefix of a listed
+    n-gram that is not listed itself is added with count 0 (the same idf as
+    unseen), so every n-gram reaches its own node.
+
+    Returns:
+        A dict of numpy arrays: `child_start` (`num_nodes + 1`; the children
+        of node p are `child_start[p]:child_start[p + 1]`), `node_word`,
+        `node_count`, `unigram_node` (the node of each word id, `V` entries
+        and one for "out of range" = unseen), and `search_steps`: per order
+        n >= 2 the binary-search steps that cover the largest sibling block.
+    """
+    vocabulary_size = int(vocabulary_size)
+    order_of = np.zeros(codes.shape, np.int64)
+    bound = 1
+    for order in range(1, max_order + 1):
+        lower, bound = bound, bound * vocabulary_size
+        order_of[(codes >= lower) & (codes < bound)] = order
+    if np.any(order_of == 0):
+        bad = codes[order_of == 0][0]
+        raise ValueError(
+            f"document_frequency_codes holds {bad}, not the code of a 1..{max_order}-gram "
+            f"of word ids 1..{vocabulary_size - 1} (see cider_d_document_frequency)."
+        )
+    per_order = {order: (codes[order_of == order], counts[order_of == order])
+                 for order in range(1, max_order + 1)}
+    for order in range(max_order, 1, -1):  # close the set under prefixes
+        prefixes = np.unique(per_order[order][0] // vocabulary_size)
+        listed, listed_counts = per_order[order - 1]
+        missing = np.setdiff1d(prefixes, listed, assume_unique=True)
+        if missing.size:
+            merged = np.concatenate([listed, missing])
+            merged_counts = np.concatenate([listed_counts, np.zeros(missing.size)])
+            by_code = np.argsort(merged, kind="stable")
+            per_order[order - 1] = (merged[by_code], merged_counts[by_code])
+    num_nodes = 1 + sum(per_order[order][0].size for order in per_order)
+    if num_nodes + 1 > _MAX_NODES:
+        raise ValueError(f"{num_nodes} n-grams do not fit int32 node ids.")
+    unseen = num_nodes
+    node_word = np.full(num_nodes + 1, -1, np.int64)
+    node_count = np.zeros(num_nodes + 1, np.float64)
+    parent = np.zeros(num_nodes - 1, np.int64)  # of nodes 1..num_nodes-1: non-decreasing
+    first_node, search_steps = 1, {}
+    parent_codes, parent_first = np.zeros(1, np.int64), 0  # the root "code" is 0
+    for order in range(1, max_order + 1):
+        order_codes, order_counts = per_order[order]
+        nodes = slice(first_node, first_node + order_codes.size)
+        node_word[nodes] = order_codes % vocabulary_size
+        node_count[nodes] = order_counts
+        parent[nodes.start - 1 : nodes.stop - 1] = parent_first + np.searchsorted(
+            parent_codes, order_codes // vocabulary_size
+        )
+        if order >= 2:
+            siblings = np.bincount(parent[nodes.start - 1 : nodes.stop - 1] - parent_first)
+            search_steps[order] = int(siblings.max()).bit_length() if siblings.size else 0
+        parent_codes, parent_first, first_node = order_codes, nodes.start, nodes.stop
+    child_start = 1 + np.searchsorted(parent, np.arange(num_nodes + 2))
+    child_start = np.minimum(child_start, num_nodes)  # unseen (and past it): no children
+    unigram_node = np.full(vocabulary_size + 1, unseen, np.int64)
+    unigrams = slice(1, 1 + per_order[1][0].size)
+    unigram_node[node_word[unigrams]] = np.arange(unigrams.start, unigrams.stop)
+    return {
+        "child_start": child_start.astype(np.int32),
+        "node_word": node_word.astype(np.int32),
+        "node_count": node_count,
+        "unigram_node": unigram_node.astype(np.int32),
+        "search_steps": search_steps,
+    }
+
+
+def _larger(size, other_size):
+    """The larger of two dimensions, static ints where both are."""
+    if isinstance(size, int) and isinstance(other_size, int):
+        return max(size, other_size)
+    return ops.maximum(size, other_size)
+
+
+def _ngram_equalities(unigram_equal, max_order):
+    """Equality of n-grams from equality of words, for orders 1..`max_order`.
+
+    `unigram_equal[..., i, j]` says word i equals word j; the n-grams at i
+    and j are equal when the (n-1)-grams there are and the words at
+    `i + n - 1` and `j + n - 1` are. Exact: no codes at all.
+    """
+    equalities = [unigram_equal]
+    for order in range(2, max_order + 1):
+        tail = unigram_equal[..., order - 1 :, order - 1 :]
+        rows, columns = ops.shape(tail)[-2], ops.shape(tail)[-1]
+        equalities.append(ops.logical_and(equalities[-1][..., :rows, :columns], tail))
+    return equalities
+
+
 class CiderDReward:
-    """CIDEr-D of token-id captions, computed in the TensorFlow graph.
+    """CIDEr-D of token-id captions in `keras.ops`, on TensorFlow, JAX and PyTorch.
 
     The same numbers as coco-caption's CIDEr-D (sigma 6, clipped counts, ×10,
     n = 1..4, its bigram-count "length" in the Gaussian penalty) with
     document frequencies from training references, as self-critical
-    sequence training uses it. n-grams are coded exactly as int64 numbers in
-    base `vocabulary_size` (no hashing, no collisions), and the reward runs
-    under `tf.function`, in a Keras `train_step`, and with XLA.
+    sequence training uses it. It runs eagerly, under `tf.function` (with
+    `jit_compile=True` too), under `jax.jit` and in PyTorch: static shapes,
+    no Python loop over the batch, no hash table, no `unique`.
 
-    Two exact computations give the same numbers (to float rounding):
+    Exactness: no n-gram is ever hashed or coded on the device.
 
-    - default: the batch's n-gram occurrences become flat entries; one
-      `tf.unique` numbers its distinct n-grams, whose document frequencies
-      come from a `tf.lookup.StaticHashTable` (once per distinct n-gram), one
-      `tf.unique_with_counts` gives each caption's distinct n-grams and counts
-      (references once per batch, not per candidate), and each reference's
-      counts of the n-grams its video's candidates hold are scattered into a
-      small table the candidates gather from. Dynamic shapes: not for XLA.
-    - `xla_compatible=True`: fixed shapes, for `jit_compile=True`. Document
-      frequencies come from an exact bucketed table (`code % num_buckets`,
-      each bucket's codes contiguous: two gathers per lookup), and every
-      candidate n-gram is compared with every same-order n-gram of its
-      video's references.
+    - Which n-grams are equal (term frequencies, clipping against each
+      reference, each distinct n-gram counted once in a norm) is decided
+      word by word: the n-grams at two positions are equal when their
+      n words are, from one pairwise word comparison.
+    - Document frequencies come from a trie of the training n-grams built
+      on the host: every n-gram node has an int32 id, the children of a
+      node are contiguous and sorted by word. A caption's 1-gram nodes are
+      one gather, its n-gram nodes a fixed-length binary search for the
+      n-th word among the children of its (n-1)-gram node. An n-gram that
+      is not in the trie (its prefix unseen, or the word not among the
+      children) gets the "unseen" node: document frequency 0.
+    So the reward is exact (to float rounding) for any non-negative int32
+    token ids; ids >= `vocabulary_size` are words unseen in training (the
+    computation marks positions past a caption's end with negative ids).
+    `vocabulary_size` only bounds the host-side int64 codes of
+    `cider_d_document_frequency` (`V**max_order < 2**63`: V <= 55108 for
+    4-grams), and the trie holds fewer than 2**31 n-grams. The cost is
+    dense: `num_candidates * max_refs * length * ref_length` booleans per
+    order (1.9 M for 100 samples × 40 references × 22 tokens).
+
+    On JAX the computation is `jax.jit`-compiled once per input shape
+    (op-by-op JAX is slow); under an outer `jax.jit` it is inlined.
 
     Token ids: `pad_id` (0) pads, `bos_id` (2) is ignored, a caption ends
     at its first `eos_id` (3) or pad; every other id (`<unk>` included) is a
-    word. A reference row with no non-pad token is a missing reference.
+    word. A reference row with no non-pad token is a missing reference; a
+    video with none gets reward 0.
+
+    Build it outside any traced function (its tables are backend
+    constants made in `__init__`).
 
     Args:
-        document_frequency_codes: int64 array. Sorted n-gram codes.
+        document_frequency_codes: int64 array. Sorted n-gram codes, as
+            `cider_d_document_frequency` returns.
         document_frequency_counts: int array. Clips holding each n-gram.
         num_documents: int. The number of training clips.
-        vocabulary_size: int. Token ids are below it (at most 55108).
+        vocabulary_size: int. Word ids of the codes are below it (at most
+            55108 for 4-grams).
         sigma: float. Width of the Gaussian length penalty.
         max_order: int. The longest n-gram.
         pad_id: int.
         bos_id: int.
         eos_id: int.
         dtype: str. Float type of the arithmetic.
-        xla_compatible: bool. Use the fixed-shape computation that XLA
-            compiles (for `jit_compile=True`) instead of the default one
-            (`tf.unique`, hash table), which XLA cannot compile.
+        xla_compatible: bool. Kept for compatibility and ignored: there is
+            one computation and XLA compiles it.
 
     Call arguments:
         candidate_ids: int tensor `(num_candidates, length)`, e.g. K sampled
@@ -114,15 +235,11 @@ class CiderDReward:
 
     >>> train_refs = [[[2, 5, 6, 7, 3], [5, 6, 8]], [[9, 10, 3], [9, 11, 3]]]
     >>> reward_fn = CiderDReward.from_references(train_refs, vocabulary_size=12)
-    >>> sampled = tf.constant([[2, 5, 6, 7, 3], [9, 3, 0, 0, 0]])
-    >>> references = tf.constant([[[5, 6, 7, 3], [5, 6, 8, 0]]])
-    >>> reward_fn(sampled, references).shape
-    TensorShape([2])
+    >>> sampled = np.array([[2, 5, 6, 7, 3], [9, 3, 0, 0, 0]])
+    >>> references = np.array([[[5, 6, 7, 3], [5, 6, 8, 0]]])
+    >>> tuple(reward_fn(sampled, references).shape)
+    (2,)
     """
-
-    # The default path joins references to candidates through a dense
-    # (video, candidate n-gram) map up to this size, else through a tf.unique.
-    _max_key_map_size = 1 << 22
 
     def __init__(
         self,
@@ -152,45 +269,27 @@ class CiderDReward:
         self.sigma = float(sigma)
         self.max_order = int(max_order)
         self.pad_id, self.bos_id, self.eos_id = int(pad_id), int(bos_id), int(eos_id)
-        self.dtype = tf.as_dtype(dtype)
+        self.dtype = keras.backend.standardize_dtype(dtype)
         self.xla_compatible = bool(xla_compatible)
-        # Exact lookup table: the codes bucketed by `code % num_buckets`
-        # (one bucket per code on average), each bucket's codes contiguous.
-        # A code can only sit in its own bucket, so a lookup compares the
-        # `bucket_window` entries from its bucket's start: one gather of the
-        # bucket start, one of a short contiguous window, no collisions, and
-        # it compiles with XLA.
-        log_frequency = np.log(np.maximum(1.0, counts))
-        # Odd bucket counts mix the base-V digits; keep the one with the
-        # shortest window among a few (about 8 for MSVD's 546k codes).
-        best = None
-        for num_buckets in (codes.size | 1, (codes.size + 2) | 1, (2 * codes.size) | 1):
-            sizes = np.bincount(codes % num_buckets, minlength=num_buckets)
-            window = int(sizes.max()) if codes.size else 1
-            if best is None or window < best[1]:
-                best = (num_buckets, window, sizes)
-        self._num_buckets, self._bucket_window, bucket_sizes = best
-        bucket = codes % self._num_buckets
-        order = np.lexsort((codes, bucket))
-        starts = np.concatenate([[0], np.cumsum(bucket_sizes)[:-1]]).astype(np.int32)
-        self._bucket_start = tf.constant(starts, tf.int32)
-        # Padding past the end keeps every window inside the table; -1 is no code.
-        self._bucket_codes = tf.constant(
-            np.append(codes[order], np.full(self._bucket_window, -1, np.int64)), tf.int64
-        )
-        self._bucket_log_frequency = tf.constant(
-            np.append(log_frequency[order], np.zeros(self._bucket_window)), dtype=self.dtype
-        )
-        self._hash_table = None
-        if not self.xla_compatible and codes.size:
-            # Without XLA a hash table is faster still (XLA cannot compile it).
-            self._hash_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    tf.constant(codes, tf.int64), tf.constant(log_frequency, self.dtype)
-                ),
-                default_value=tf.constant(0.0, self.dtype),
-            )
-        self._log_num_documents = tf.constant(np.log(float(num_documents)), dtype=self.dtype)
+        trie = _ngram_trie(codes, counts, self.vocabulary_size, self.max_order)
+        self._search_steps = trie["search_steps"]
+        self._unseen_node = int(trie["node_word"].size - 1)
+        # coco-caption's idf: log(N) - log(max(1, df)); unseen n-grams get log(N).
+        idf = np.log(float(num_documents)) - np.log(np.maximum(1.0, trie["node_count"]))
+        self._tables = {
+            "child_start": ops.convert_to_tensor(trie["child_start"], "int32"),
+            "node_word": ops.convert_to_tensor(trie["node_word"], "int32"),
+            "unigram_node": ops.convert_to_tensor(trie["unigram_node"], "int32"),
+            "node_idf": ops.convert_to_tensor(idf, self.dtype),
+        }
+        self._score_fn, self._idf_fn = self._score, self._idf_weights
+        if keras.backend.backend() == "jax":
+            # JAX runs op by op (one small compiled program per op and shape)
+            # outside `jit`: compile the whole reward once per input shape.
+            # The tables are arguments, not constants folded into the program.
+            import jax
+
+            self._score_fn, self._idf_fn = jax.jit(self._score), jax.jit(self._idf_weights)
 
     @classmethod
     def from_references(cls, train_reference_ids, vocabulary_size, **kwargs):
@@ -211,263 +310,217 @@ class CiderDReward:
         )
         return cls(codes, counts, num_documents, vocabulary_size, **kwargs)
 
-    # --- graph pieces -------------------------------------------------------
+    # --- pieces -------------------------------------------------------------
 
     def _compact(self, token_ids):
-        """Word ids moved to the front (pad after), and the caption lengths."""
-        token_ids = tf.cast(token_ids, tf.int64)
-        is_end = tf.logical_or(
-            tf.equal(token_ids, self.pad_id), tf.equal(token_ids, self.eos_id)
+        """Word ids moved to the front (0 after), and the caption lengths.
+
+        A caption ends at its first pad or `<eos>`; `<bos>` tokens before
+        that are dropped. Word j goes to slot `cumsum(keep)[j] - 1`, written
+        as a one-hot sum over positions (no sort, no scatter).
+        """
+        token_ids = ops.cast(token_ids, "int32")
+        size = ops.shape(token_ids)[-1]
+        positions = ops.arange(size, dtype="int32")
+        is_end = ops.logical_or(
+            ops.equal(token_ids, self.pad_id), ops.equal(token_ids, self.eos_id)
         )
-        size = tf.shape(token_ids)[-1]
-        positions = tf.range(size)
-        first_end = tf.reduce_min(tf.where(is_end, positions[None, :], size), axis=-1)
-        before_end = positions[None, :] < first_end[:, None]
-        keep = tf.logical_and(before_end, tf.not_equal(token_ids, self.bos_id))
-        order = tf.argsort(tf.cast(tf.logical_not(keep), tf.int32), axis=-1, stable=True)
-        compact = tf.gather(token_ids, order, batch_dims=1)
-        lengths = tf.reduce_sum(tf.cast(keep, tf.int32), axis=-1)
-        compact = tf.where(positions[None, :] < lengths[:, None], compact, 0)
+        first_end = ops.min(ops.where(is_end, positions[None, :], size), axis=-1)
+        keep = ops.logical_and(
+            positions[None, :] < first_end[:, None], ops.not_equal(token_ids, self.bos_id)
+        )
+        slot = ops.cast(ops.cumsum(ops.cast(keep, "int32"), axis=-1), "int32") - 1
+        # (row, slot, position): position j's word goes to its slot.
+        goes_to = ops.logical_and(
+            keep[:, None, :], ops.equal(slot[:, None, :], positions[None, :, None])
+        )
+        compact = ops.sum(ops.where(goes_to, token_ids[:, None, :], 0), axis=-1)
+        compact = ops.cast(compact, "int32")
+        lengths = ops.cast(ops.sum(ops.cast(keep, "int32"), axis=-1), "int32")
         return compact, lengths
 
-    def _ngrams(self, compact, lengths, order):
-        """Codes `(N, L - order + 1)` of the n-grams of one order, and their validity."""
-        length = tf.shape(compact)[-1]
-        count = tf.maximum(length - order + 1, 0)
-        codes = tf.zeros([tf.shape(compact)[0], count], tf.int64)
-        for offset in range(order):
-            codes = codes * self.vocabulary_size + compact[:, offset : offset + count]
-        valid = tf.range(count)[None, :] + order <= lengths[:, None]
-        return codes, valid
+    def _valid_masks(self, words, lengths):
+        """Per order n, which of the `L - n + 1` n-gram positions lie in the caption."""
+        masks = []
+        for order in range(1, self.max_order + 1):
+            count = ops.shape(words[:, order - 1 :])[1]
+            starts = ops.arange(count, dtype="int32")
+            masks.append(starts[None, :] + order <= lengths[:, None])
+        return masks
 
-    def _log_frequency_of(self, codes):
-        """log(max(1, document frequency)) of int64 codes >= 0 (0 when unseen)."""
-        if self._hash_table is not None and not self.xla_compatible:
-            return self._hash_table.lookup(codes)
-        bucket = tf.cast(tf.math.floormod(codes, self._num_buckets), tf.int32)
-        window = tf.gather(self._bucket_start, bucket)[..., None] + tf.range(self._bucket_window)
-        found = tf.equal(tf.gather(self._bucket_codes, window), codes[..., None])
-        values = tf.gather(self._bucket_log_frequency, window)
-        return tf.reduce_sum(tf.where(found, values, tf.zeros_like(values)), axis=-1)
+    def _children(self, tables, parents, words, steps):
+        """The node of `parent + word`: a binary search among the parent's children."""
+        node_word = tables["node_word"]
+        low = ops.take(tables["child_start"], parents)
+        end = ops.take(tables["child_start"], parents + 1)
 
-    def _idf(self, code_tensors):
-        """The idf weights of several code tensors, in one lookup."""
-        flat = tf.concat([tf.reshape(codes, [-1]) for codes in code_tensors], axis=0)
-        weights = self._log_num_documents - self._log_frequency_of(flat)
-        sizes = [tf.size(codes) for codes in code_tensors]
-        return [
-            tf.reshape(part, tf.shape(codes))
-            for part, codes in zip(tf.split(weights, sizes), code_tensors)
-        ]
+        def halve(step, bounds):
+            low, high = bounds
+            active = low < high
+            middle = (low + high) // 2
+            go_right = ops.take(node_word, middle) < words
+            low = ops.where(ops.logical_and(active, go_right), middle + 1, low)
+            high = ops.where(ops.logical_and(active, ops.logical_not(go_right)), middle, high)
+            return low, high
 
-    def _self_statistics(self, codes, valid, weights):
-        """Term frequencies, first-occurrence masks and tf-idf norms of captions."""
-        size = tf.shape(codes)[-1]
-        # Invalid positions get distinct negative codes: they match nothing else.
-        codes = tf.where(valid, codes, -1 - tf.range(size, dtype=codes.dtype)[None, :])
-        same = tf.equal(codes[:, :, None], codes[:, None, :])
-        term_frequency = tf.cast(tf.reduce_sum(tf.cast(same, tf.int32), axis=-1), self.dtype)
-        lower = tf.range(size)[:, None] > tf.range(size)[None, :]
-        earlier = tf.reduce_any(tf.logical_and(same, lower[None]), axis=-1)
-        first = tf.cast(tf.logical_and(valid, tf.logical_not(earlier)), self.dtype)
-        norm = tf.sqrt(tf.reduce_sum(first * tf.square(term_frequency * weights), axis=-1))
-        return term_frequency, first, norm
+        # A loop, not unrolled: XLA compiles the step once (a few seconds less).
+        low, _ = ops.fori_loop(0, steps, halve, (low, end))
+        found = ops.logical_and(low < end, ops.equal(ops.take(node_word, low), words))
+        return ops.where(found, low, self._unseen_node)
 
-    def _dense_similarity(
-        self, candidates, candidate_lengths, references, reference_lengths,
-        video_index, batch_size, max_refs,
-    ):
-        """Sum over orders of cosine similarities `(num_candidates, max_refs)`, fixed shapes.
+    def _idf_weights(self, tables, words):
+        """Per order n, the idf of the n-gram starting at each position `(N, L - n + 1)`."""
+        words = ops.cast(words, "int32")
+        in_range = ops.logical_and(words >= 0, words < self.vocabulary_size)
+        nodes = ops.take(tables["unigram_node"], ops.where(in_range, words, self.vocabulary_size))
+        weights = [ops.take(tables["node_idf"], nodes)]
+        for order in range(2, self.max_order + 1):
+            next_words = words[:, order - 1 :]
+            nodes = nodes[:, : ops.shape(next_words)[1]]
+            nodes = self._children(tables, nodes, next_words, self._search_steps[order])
+            weights.append(ops.take(tables["node_idf"], nodes))
+        return weights
 
-        Static shapes for XLA: every candidate n-gram is compared with every
-        n-gram of the same order of its video's references.
+    def _self_statistics(self, words, valid_masks, weights):
+        """Per order: term frequencies, first-occurrence masks and tf-idf norms.
+
+        Positions past a caption's end hold stand-ins (see `_score`), so an
+        n-gram in the caption equals none that runs past it.
         """
-        num_candidates = tf.shape(candidates)[0]
-        orders = range(1, self.max_order + 1)
-        candidate_ngrams = [self._ngrams(candidates, candidate_lengths, order) for order in orders]
-        reference_ngrams = [self._ngrams(references, reference_lengths, order) for order in orders]
-        weights = self._idf([codes for codes, _ in candidate_ngrams + reference_ngrams])
-        similarity = tf.zeros([num_candidates, max_refs], self.dtype)
-        for index in range(self.max_order):
-            candidate_codes, candidate_valid = candidate_ngrams[index]
-            reference_codes, reference_valid = reference_ngrams[index]
-            candidate_weights = weights[index]
-            reference_weights = weights[self.max_order + index]
-            candidate_tf, candidate_first, candidate_norm = self._self_statistics(
-                candidate_codes, candidate_valid, candidate_weights
+        size = ops.shape(words)[-1]
+        same_words = ops.equal(words[:, :, None], words[:, None, :])
+        positions = ops.arange(size, dtype="int32")
+        earlier = positions[None, :] < positions[:, None]  # (i, j): j before i
+        statistics = []
+        for same, valid, weight in zip(
+            _ngram_equalities(same_words, self.max_order), valid_masks, weights
+        ):
+            count = ops.shape(valid)[1]
+            term_frequency = ops.cast(ops.sum(same, axis=-1), self.dtype)
+            repeated = ops.any(ops.logical_and(same, earlier[None, :count, :count]), axis=-1)
+            first = ops.logical_and(valid, ops.logical_not(repeated))
+            vector = term_frequency * weight
+            norm = ops.sqrt(ops.sum(ops.where(first, ops.square(vector), 0.0), axis=-1))
+            statistics.append((term_frequency, first, norm))
+        return statistics
+
+    def _similarity(self, candidates, candidate_stats, candidate_weights,
+                    references, reference_norm):
+        """Sum over orders of clipped cosine similarities `(num_candidates, max_refs)`.
+
+        `references` and `reference_norm` are already gathered per
+        candidate: `(num_candidates, max_refs, ...)`. Positions past a
+        caption's end hold stand-ins (see `_score`), so they match nothing.
+        """
+        same_words = ops.equal(candidates[:, None, :, None], references[:, :, None, :])
+        similarity = 0.0
+        for index, same in enumerate(_ngram_equalities(same_words, self.max_order)):
+            term_frequency, first, norm = candidate_stats[index]
+            weight = candidate_weights[index]
+            reference_tf = ops.cast(ops.sum(same, axis=-1), self.dtype)  # (C, R, grams)
+            vector = (term_frequency * weight)[:, None, :]
+            reference_vector = reference_tf * weight[:, None, :]
+            # coco-caption: sum over distinct n-grams of min(vec, vec_ref) * vec_ref.
+            clipped = ops.minimum(vector, reference_vector) * reference_vector
+            numerator = ops.sum(ops.where(first[:, None, :], clipped, 0.0), axis=-1)
+            denominator = norm[:, None] * reference_norm[index]
+            nonzero = denominator > 0
+            similarity = similarity + ops.where(
+                nonzero, numerator / ops.where(nonzero, denominator, 1.0), 0.0
             )
-            _, _, reference_norm = self._self_statistics(
-                reference_codes, reference_valid, reference_weights
-            )
-            reference_norm = tf.gather(tf.reshape(reference_norm, [batch_size, max_refs]), video_index)
-            # Invalid positions get codes below 0 that never match a candidate's.
-            reference_codes = tf.where(reference_valid, reference_codes, -1)
-            grams = tf.shape(reference_codes)[-1]
-            reference_codes = tf.gather(tf.reshape(reference_codes, [batch_size, max_refs, grams]), video_index)
-            # (candidate, reference, candidate gram, reference gram)
-            matches = tf.equal(candidate_codes[:, None, :, None], reference_codes[:, :, None, :])
-            reference_tf = tf.cast(tf.reduce_sum(tf.cast(matches, tf.int32), axis=-1), self.dtype)
-            clipped = tf.minimum(candidate_tf[:, None, :], reference_tf) * reference_tf
-            numerator = tf.reduce_sum(
-                (candidate_first * tf.square(candidate_weights))[:, None, :] * clipped, axis=-1
-            )
-            similarity += tf.math.divide_no_nan(numerator, candidate_norm[:, None] * reference_norm)
         return similarity
 
-    def _sparse_similarity(self, compact, lengths, num_candidates, video_index, batch_size, max_refs):
-        """`_dense_similarity`'s numbers, from the distinct n-grams only.
-
-        `compact` holds the candidates' rows, then the `batch_size *
-        max_refs` references'. All n-gram positions become flat entries; one
-        `tf.unique` numbers the batch's distinct n-grams (document
-        frequencies are looked up once for each), one
-        `tf.unique_with_counts` finds the distinct (caption, n-gram) pairs
-        and their counts. Each reference's counts of the n-grams its video's
-        candidates hold are scattered into a small `(distinct (video,
-        n-gram) of the candidates, max_refs)` table that the candidate pairs
-        gather from, so nothing is compared candidate × reference × position.
-        """
-        max_order = self.max_order
-        num_rows = tf.shape(compact, out_type=tf.int64)[0]
-        num_candidates = tf.cast(num_candidates, tf.int64)
-        batch_size = tf.cast(batch_size, tf.int64)
-        max_refs = tf.cast(max_refs, tf.int64)
-        codes, valids, orders = [], [], []
-        for order in range(1, max_order + 1):
-            order_codes, valid = self._ngrams(compact, lengths, order)
-            codes.append(order_codes)
-            valids.append(valid)
-            orders.append(tf.fill([tf.shape(order_codes)[-1]], tf.constant(order - 1, tf.int64)))
-        where = tf.where(tf.concat(valids, axis=1))  # (entries, 2): row, position; row-major
-        code = tf.gather_nd(tf.concat(codes, axis=1), where)
-        segment = where[:, 0] * max_order + tf.gather(tf.concat(orders, axis=0), where[:, 1])
-        # Distinct n-grams of the batch. Candidates' rows come first, so their
-        # n-grams' ids are below `num_candidate_codes`.
-        distinct_codes, code_id = tf.unique(code, out_idx=tf.int64)
-        num_codes = tf.size(distinct_codes, out_type=tf.int64)
-        candidate_entries = tf.reduce_sum(tf.cast(where[:, 0] < num_candidates, tf.int32))
-        num_candidate_codes = tf.reduce_max(tf.concat([code_id[:candidate_entries], [-1]], 0)) + 1
-        weight = self._log_num_documents - self._log_frequency_of(distinct_codes)
-        # Distinct (caption, order, n-gram) with counts; the candidates' first.
-        pairs, _, count = tf.unique_with_counts(segment * num_codes + code_id, out_idx=tf.int32)
-        segment, pair_id = pairs // num_codes, pairs % num_codes
-        count = tf.cast(count, self.dtype)
-        pair_weight = tf.gather(weight, pair_id)
-        norm = tf.sqrt(tf.math.unsorted_segment_sum(
-            tf.square(count * pair_weight), segment, num_rows * max_order
-        ))
-        norm = tf.reshape(norm, [-1, max_order])
-        candidate_norm, reference_norm = norm[:num_candidates], norm[num_candidates:]
-        candidate_pairs = tf.reduce_sum(tf.cast(segment < num_candidates * max_order, tf.int32))
-        candidate_segment, reference_segment = segment[:candidate_pairs], segment[candidate_pairs:]
-        candidate_id, reference_id = pair_id[:candidate_pairs], pair_id[candidate_pairs:]
-        candidate_count, reference_count = count[:candidate_pairs], count[candidate_pairs:]
-        candidate_weight = pair_weight[:candidate_pairs]
-        # Rows of the table: the distinct (video, n-gram) of the candidates,
-        # found for the references from a dense (video, candidate n-gram) map.
-        video = tf.cast(video_index, tf.int64)
-        candidate_key = tf.gather(video, candidate_segment // max_order) * num_candidate_codes + candidate_id
-        keys, candidate_table_row = tf.unique(candidate_key, out_idx=tf.int64)
-        num_table_rows = tf.size(keys, out_type=tf.int64)
-        reference_row = reference_segment // max_order - num_candidates
-        reference_video, reference_slot = reference_row // max_refs, reference_row % max_refs
-        held = reference_id < num_candidate_codes
-        reference_key = reference_video * num_candidate_codes + tf.where(held, reference_id, 0)
-
-        def by_map():
-            key_map = tf.scatter_nd(
-                keys[:, None], tf.range(1, num_table_rows + 1), [batch_size * num_candidate_codes]
+    def _check_inputs(self, candidate_ids, reference_ids, video_index):
+        candidate_ids = ops.convert_to_tensor(candidate_ids)
+        reference_ids = ops.convert_to_tensor(reference_ids)
+        if len(candidate_ids.shape) != 2:
+            raise ValueError(
+                f"candidate_ids must be (num_candidates, length), got {tuple(candidate_ids.shape)}."
             )
-            return tf.where(held, tf.gather(key_map, reference_key), 0) - 1
-
-        def by_unique():  # linear in the entries, for batches too large for the map
-            _, key_id = tf.unique(tf.concat([keys, reference_key], axis=0), out_idx=tf.int64)
-            key_id = key_id[num_table_rows:]
-            return tf.where(tf.logical_and(held, key_id < num_table_rows), key_id, -1)
-
-        reference_table_row = tf.cond(
-            batch_size * num_candidate_codes <= self._max_key_map_size, by_map, by_unique
-        )
-        dropped = num_table_rows * max_refs
-        table = tf.math.unsorted_segment_sum(
-            reference_count,
-            tf.where(
-                reference_table_row >= 0, reference_table_row * max_refs + reference_slot, dropped
-            ),
-            dropped + 1,
-        )
-        table = tf.reshape(table[:-1], [-1, max_refs])
-        reference_tf = tf.gather(table, candidate_table_row)  # (candidate pairs, max_refs)
-        clipped = tf.minimum(candidate_count[:, None], reference_tf) * reference_tf
-        numerator = tf.math.unsorted_segment_sum(
-            tf.square(candidate_weight)[:, None] * clipped, candidate_segment,
-            num_candidates * max_order,
-        )
-        numerator = tf.reshape(numerator, [-1, max_order, max_refs])
-        reference_norm = tf.gather(tf.reshape(reference_norm, [batch_size, max_refs, max_order]), video)
-        similarity = tf.math.divide_no_nan(
-            numerator, candidate_norm[:, :, None] * tf.transpose(reference_norm, [0, 2, 1])
-        )
-        return tf.reduce_sum(similarity, axis=1)
+        if len(reference_ids.shape) != 3:
+            raise ValueError(
+                "reference_ids must be (batch, max_refs, length), "
+                f"got {tuple(reference_ids.shape)}."
+            )
+        for ids in (candidate_ids, reference_ids):
+            if "int" not in keras.backend.standardize_dtype(ids.dtype):
+                raise ValueError(
+                    "candidate_ids and reference_ids must be integer token ids, "
+                    f"got {keras.backend.standardize_dtype(ids.dtype)}."
+                )
+        num_candidates, batch_size = candidate_ids.shape[0], reference_ids.shape[0]
+        if video_index is None:
+            if isinstance(num_candidates, int) and isinstance(batch_size, int):
+                if batch_size == 0 or num_candidates % batch_size:
+                    raise ValueError(
+                        f"num_candidates ({num_candidates}) must be a multiple of the batch "
+                        f"size ({batch_size}) without video_index."
+                    )
+            num_candidates = ops.shape(candidate_ids)[0]
+            batch_size = ops.shape(reference_ids)[0]
+            video_index = ops.repeat(
+                ops.arange(batch_size, dtype="int32"), num_candidates // batch_size
+            )
+        return candidate_ids, reference_ids, ops.cast(video_index, "int32")
 
     def __call__(self, candidate_ids, reference_ids, video_index=None):
-        candidate_ids = tf.convert_to_tensor(candidate_ids)
-        reference_ids = tf.convert_to_tensor(reference_ids)
-        if candidate_ids.shape.rank != 2:
-            raise ValueError(f"candidate_ids must be (num_candidates, length), got {candidate_ids.shape}.")
-        if reference_ids.shape.rank != 3:
-            raise ValueError(f"reference_ids must be (batch, max_refs, length), got {reference_ids.shape}.")
-        if not candidate_ids.dtype.is_integer or not reference_ids.dtype.is_integer:
-            raise ValueError("candidate_ids and reference_ids must be integer token ids.")
-        num_candidates = tf.shape(candidate_ids)[0]
-        batch_size, max_refs = tf.shape(reference_ids)[0], tf.shape(reference_ids)[1]
-        if video_index is None:
-            tf.debugging.assert_equal(
-                num_candidates % batch_size, 0,
-                message="num_candidates must be a multiple of the batch size without video_index.",
-            )
-            video_index = tf.repeat(tf.range(batch_size), num_candidates // batch_size)
-        video_index = tf.cast(video_index, tf.int32)
-        for ids in (candidate_ids, reference_ids):
-            tf.debugging.assert_less(
-                tf.cast(ids, tf.int64), tf.constant(self.vocabulary_size, tf.int64),
-                message="token id >= vocabulary_size",
-            )
-            tf.debugging.assert_non_negative(ids, message="negative token id")
+        candidate_ids, reference_ids, video_index = self._check_inputs(
+            candidate_ids, reference_ids, video_index
+        )
+        return self._score_fn(self._tables, candidate_ids, reference_ids, video_index)
 
-        flat_references = tf.reshape(reference_ids, [batch_size * max_refs, -1])
-        present = tf.cast(tf.reduce_any(tf.not_equal(flat_references, self.pad_id), -1), self.dtype)
-        present = tf.reshape(present, [batch_size, max_refs])
-        if self.xla_compatible:
-            candidates, candidate_lengths = self._compact(candidate_ids)
-            references, reference_lengths = self._compact(flat_references)
-        else:
-            # One pass over candidates and references together (fewer ops).
-            length = tf.maximum(tf.shape(candidate_ids)[1], tf.shape(flat_references)[1])
-            rows = tf.concat([
-                tf.pad(tf.cast(ids, tf.int64), [[0, 0], [0, length - tf.shape(ids)[1]]],
-                       constant_values=self.pad_id)
-                for ids in (candidate_ids, flat_references)
-            ], axis=0)
-            compact, lengths = self._compact(rows)
-            candidate_lengths, reference_lengths = lengths[:num_candidates], lengths[num_candidates:]
+    def _score(self, tables, candidate_ids, reference_ids, video_index):
+        """The rewards `(num_candidates,)`: `__call__` after its input checks."""
+        batch_size, max_refs = ops.shape(reference_ids)[0], ops.shape(reference_ids)[1]
+        flat_references = ops.reshape(reference_ids, (batch_size * max_refs, -1))
+        present = ops.any(ops.not_equal(flat_references, self.pad_id), axis=-1)
+        present = ops.cast(ops.reshape(present, (batch_size, max_refs)), self.dtype)
+
+        # Candidates and references in one pass: rows padded to one length.
+        num_candidates = ops.shape(candidate_ids)[0]
+        size = _larger(ops.shape(candidate_ids)[1], ops.shape(flat_references)[1])
+        rows = ops.concatenate([
+            ops.pad(ops.cast(ids, "int32"), [[0, 0], [0, size - ops.shape(ids)[1]]],
+                    constant_values=self.pad_id)
+            for ids in (candidate_ids, flat_references)
+        ], axis=0)
+        words, lengths = self._compact(rows)
+        valid = self._valid_masks(words, lengths)
+        # Past its length every caption holds negative stand-ins, distinct
+        # between candidates and references: an n-gram that runs past a
+        # caption's end equals no other, so equality tensors need no masks.
+        positions = ops.arange(size, dtype="int32")[None, :]
+        is_reference = ops.arange(ops.shape(rows)[0], dtype="int32")[:, None] >= num_candidates
+        stand_in = -1 - positions - ops.where(is_reference, size, 0)
+        words = ops.where(valid[0], words, stand_in)
+        weights = self._idf_weights(tables, words)
+        stats = self._self_statistics(words, valid, weights)
+        candidates, references = words[:num_candidates], words[num_candidates:]
+        candidate_lengths, reference_lengths = lengths[:num_candidates], lengths[num_candidates:]
+        candidate_weights = [weight[:num_candidates] for weight in weights]
+        candidate_stats = [tuple(part[:num_candidates] for part in order) for order in stats]
+        reference_stats = [tuple(part[num_candidates:] for part in order) for order in stats]
+
+        def per_candidate(flat):  # (batch * max_refs, ...) -> (num_candidates, max_refs, ...)
+            by_video = ops.reshape(flat, (batch_size, max_refs) + tuple(ops.shape(flat)[1:]))
+            return ops.take(by_video, video_index, axis=0)
+
+        similarity = self._similarity(
+            candidates, candidate_stats, candidate_weights,
+            per_candidate(references),
+            [per_candidate(norm) for _, _, norm in reference_stats],
+        )
         # coco-caption's "length" is the number of bigrams.
-        candidate_bigrams = tf.cast(tf.maximum(candidate_lengths - 1, 0), self.dtype)
-        reference_bigrams = tf.cast(tf.maximum(reference_lengths - 1, 0), self.dtype)
-        reference_bigrams = tf.gather(tf.reshape(reference_bigrams, [batch_size, max_refs]), video_index)
+        candidate_bigrams = ops.cast(ops.maximum(candidate_lengths - 1, 0), self.dtype)
+        reference_bigrams = ops.cast(ops.maximum(reference_lengths - 1, 0), self.dtype)
+        reference_bigrams = per_candidate(reference_bigrams)
         delta = candidate_bigrams[:, None] - reference_bigrams
-        penalty = tf.exp(-tf.square(delta) / (2.0 * self.sigma**2))
-
-        if self.xla_compatible:
-            similarity = self._dense_similarity(
-                candidates, candidate_lengths, references, reference_lengths,
-                video_index, batch_size, max_refs,
-            )
-        else:
-            similarity = self._sparse_similarity(
-                compact, lengths, num_candidates, video_index, batch_size, max_refs
-            )
+        penalty = ops.exp(-ops.square(delta) / (2.0 * self.sigma**2))
         scores = similarity / float(self.max_order) * penalty
-        present = tf.gather(present, video_index)
-        num_references = tf.reduce_sum(present, axis=-1)
-        return 10.0 * tf.math.divide_no_nan(tf.reduce_sum(scores * present, axis=-1), num_references)
+        present = ops.take(present, video_index, axis=0)
+        num_references = ops.sum(present, axis=-1)
+        total = ops.sum(scores * present, axis=-1)
+        has_references = num_references > 0
+        return 10.0 * ops.where(
+            has_references, total / ops.where(has_references, num_references, 1.0), 0.0
+        )
