@@ -7,6 +7,8 @@ is described in `keras_pvc.training` (the run folder).
 import os
 import time
 
+import keras
+
 from keras_pvc.training import write_json
 
 DATASETS = ("msvd", "msrvtt", "youcook2")
@@ -383,6 +385,7 @@ def train_run(
         results["XE+RL"] = scores["all"]
     summary = {
         "preset": preset,
+        "backend": keras.backend.backend(),
         "overrides": {k: v for k, v in (overrides or {}).items() if k != "vocabulary"},
         "graph": bool(config.get("graph")),
         "seed": seed,

@@ -48,19 +48,19 @@ def test_frame_cnn_normalization(normalization):
     convs = [l for l in layer.backbone_model.layers if isinstance(l, keras.layers.Conv2D)]
     assert len(norms) == len(convs) == 4
     assert not any(conv.use_bias for conv in convs)
-    training = np.array(layer(frames, training=True))
-    inference = np.array(layer(frames, training=False))
+    training = keras.ops.convert_to_numpy(layer(frames, training=True))
+    inference = keras.ops.convert_to_numpy(layer(frames, training=False))
     if normalization == "group":
         # Per-sample statistics: training and inference agree, and a frame's
         # features do not depend on the other frames of the batch.
         np.testing.assert_allclose(training, inference, atol=1e-5)
-        alone = np.array(layer(frames[:1, :1], training=False))
+        alone = keras.ops.convert_to_numpy(layer(frames[:1, :1], training=False))
         np.testing.assert_allclose(alone, inference[:1, :1], atol=1e-5)
     else:
         # Batch statistics in training; running statistics (moved by the
         # training call) in inference.
         assert np.abs(training - inference).max() > 1e-3
-        assert any(np.abs(np.array(n.moving_mean)).max() > 0 for n in norms)
+        assert any(np.abs(keras.ops.convert_to_numpy(n.moving_mean)).max() > 0 for n in norms)
     with pytest.raises(ValueError, match="normalization"):
         FrameCNN("simple", normalization="layer")
 
@@ -409,10 +409,11 @@ def test_temporal_lstm_encoder_honours_frame_mask():
     noisy = features.copy()
     noisy[0, 2] = 100.0
     _, hidden_noisy, _ = encoder(noisy, mask)
-    np.testing.assert_allclose(hidden, hidden_noisy, atol=1e-6)
+    numpy = keras.ops.convert_to_numpy
+    np.testing.assert_allclose(numpy(hidden), numpy(hidden_noisy), atol=1e-6)
     # ...and the final state equals running the two real frames alone.
     _, hidden_short, _ = encoder(features[:, :2], None)
-    np.testing.assert_allclose(hidden, hidden_short, atol=1e-6)
+    np.testing.assert_allclose(numpy(hidden), numpy(hidden_short), atol=1e-6)
     assert np.all(keras.ops.convert_to_numpy(sequence)[0, 2] == 0)
 
 
@@ -447,4 +448,8 @@ def test_caption_decoder_step_matches_teacher_forcing():
     cache = decoder.initial_cache(encoded, mask, hidden, hidden)
     for step in range(token_ids.shape[1]):
         logits, cache = decoder.step(token_ids[:, step], cache)
-        np.testing.assert_allclose(logits, full[:, step], atol=1e-5)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(logits),
+            keras.ops.convert_to_numpy(full[:, step]),
+            atol=1e-5,
+        )

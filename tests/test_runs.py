@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import keras
 import pytest
 
 from keras_pvc.cli import build_parser
@@ -75,6 +76,7 @@ def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
         written = json.load(handle)
     assert written["metrics"]["all"]["CIDEr"] == summary["metrics"]["all"]["CIDEr"]
     assert set(written["phases"]) == {"XE", "XE+RL"}
+    assert written["backend"] == keras.backend.backend()
     # The history has the XE epochs and the RL epoch, with rewards only in RL.
     import csv
 

@@ -330,6 +330,7 @@ class SpatialGraphConv(keras.layers.Layer):
 
     def propagate(self, nodes, adjacency=None, training=None):
         """The nodes after message passing, before pooling `(..., N, units)`."""
+        nodes = ops.convert_to_tensor(nodes, dtype=self.compute_dtype)
         if self.position_embedding:
             nodes = nodes + ops.cast(self.position_embeddings, nodes.dtype)
         if self.coordinates:

@@ -188,21 +188,18 @@ def document_frequency_of(train_reference_ids, vocabulary_size):
 def build_reward_function(config, vocabulary, xla_compatible=False):
     """The reward callable `(candidates, references, video_index) -> (N,)`.
 
-    `xla_compatible=True` (for `compile(jit_compile=True)` on TensorFlow)
-    makes CIDEr-D look its document frequencies up with ops that XLA
-    compiles; host rewards (BLEU/ROUGE mixes) run in Python and cannot be
-    compiled by TensorFlow's XLA (on JAX they run as `jax.pure_callback`s).
-
-    `CiderDReward` is TensorFlow ops, so on JAX and PyTorch CIDEr-D is
-    scored on the host with the same document frequencies (the same
-    numbers; `HostCaptionReward`).
+    CIDEr-D alone is `CiderDReward`, `keras.ops` on every backend, compiled
+    with the step. Host rewards (BLEU/ROUGE mixes) run in Python and cannot
+    be compiled by TensorFlow's XLA (`xla_compatible=True`, for
+    `compile(jit_compile=True)` on TensorFlow, refuses them); on JAX they
+    run as `jax.pure_callback`s.
     """
     from keras_pvc.rewards import CiderDReward
     from keras_pvc.rewards import HostCaptionReward
 
     weights = {config.reward: 1.0} if isinstance(config.reward, str) else dict(config.reward)
     frequency = config.document_frequency
-    if set(weights) == {"cider_d"} and keras.backend.backend() == "tensorflow":
+    if set(weights) == {"cider_d"}:
         reward = CiderDReward(
             frequency["codes"],
             frequency["counts"],
