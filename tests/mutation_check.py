@@ -109,8 +109,8 @@ CORE_MUTATIONS = (
         "keras_pvc/rewards/cider_d_reward.py",
         (
             (
-                "valid = tf.range(count)[None, :] + order <= lengths[:, None]",
-                "valid = tf.range(count)[None, :] + order < lengths[:, None]",
+                "masks.append(starts[None, :] + order <= lengths[:, None])",
+                "masks.append(starts[None, :] + order < lengths[:, None])",
             ),
         ),
         REWARD_TESTS,
