@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 
+import keras
 import numpy as np
 import pytest
 
@@ -150,7 +151,7 @@ def test_graph_region_weights_are_the_layers_pooling_weights():
 
     def recording(nodes):
         weights = original(nodes)
-        seen.append(np.asarray(weights))
+        seen.append(keras.ops.convert_to_numpy(weights))
         return weights
 
     layer.region_weights = recording
@@ -169,7 +170,7 @@ def test_graph_region_weights_of_keypoint_pooling_are_the_heads_mean():
     weights = graph_region_weights(layer, regions)
     heads = layer.head_weights(layer.propagate(regions))  # (2, 3, 16, 3)
     np.testing.assert_allclose(
-        weights, np.asarray(heads).mean(-1), atol=1e-6
+        weights, keras.ops.convert_to_numpy(heads).mean(-1), atol=1e-6
     )
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
 
