@@ -26,11 +26,11 @@ def load_dataset_clips(dataset, root, split_file=None, features_dir=None, video_
     if dataset == "msrvtt":
         from keras_pvc.datasets.msrvtt import load_msrvtt
 
-        return load_msrvtt(root, video_dir=video_dir)
+        return load_msrvtt(root, video_dir=video_dir, split_file=split_file)
     if dataset == "youcook2":
         from keras_pvc.datasets.youcook2 import load_youcook2
 
-        return load_youcook2(root, video_dir=video_dir)
+        return load_youcook2(root, video_dir=video_dir, split_file=split_file)
     raise ValueError(f"Unknown dataset {dataset!r}; use one of {DATASETS}.")
 
 

@@ -187,6 +187,21 @@ def assign_splits(clip_ids, split_file=None, standard=None):
     return {clip_id: hash_split(clip_id) for clip_id in clip_ids}
 
 
+def read_split_table(split_file):
+    """`{clip_id: split}` from a TSV split file or an already-read dict."""
+    table = split_file if isinstance(split_file, dict) else read_split_file(split_file)
+    for clip_id, split in table.items():
+        if split not in SPLITS:
+            raise ValueError(f"Clip {clip_id!r}: unknown split {split!r}.")
+    return table
+
+
+def warn_unlisted(count, split_file):
+    """The warning of clips a split file does not list (they are dropped)."""
+    where = "" if isinstance(split_file, dict) else f" {os.fspath(split_file)}"
+    _warn_dropped(count, f"not listed in the split file{where}")
+
+
 def _warn_dropped(count, why):
     if count:
         warnings.warn(
