@@ -130,6 +130,52 @@ def format_scores(results):
     return "\n".join(lines)
 
 
+def validation_clips(clips, say):
+    """The clips with a val split carved from train where the dataset has none.
+
+    Returns `(clips, validation)`: `validation` is the `metrics.json` record
+    `{"source": "dataset" | "carved" | "none", "clips": N}` (and the carved
+    ids). See `keras_pvc.datasets.splits.carve_validation_split`.
+    """
+    from keras_pvc.datasets.splits import CARVED_VAL_FRACTION
+    from keras_pvc.datasets.splits import MIN_CLIPS_TO_CARVE
+    from keras_pvc.datasets.splits import carve_validation_split
+
+    num_val = sum(clip.split == "val" for clip in clips)
+    if num_val:
+        return clips, {"source": "dataset", "clips": num_val}
+    num_train = sum(clip.split == "train" for clip in clips)
+    clips, carved = carve_validation_split(clips)
+    if carved:
+        say(
+            f"The dataset has no val split: {len(carved)} of {num_train} training "
+            f"clips ({CARVED_VAL_FRACTION:.0%}, chosen by a hash of the clip id, "
+            "the same every run) are held out as validation."
+        )
+        return clips, {"source": "carved", "clips": len(carved), "clip_ids": carved}
+    say(
+        f"The dataset has no val split, and {num_train} training clips are too "
+        f"few to carve one (fewer than {MIN_CLIPS_TO_CARVE}): there is no "
+        "validation loss, so restore_best_weights does nothing."
+    )
+    return clips, {"source": "none", "clips": 0}
+
+
+def scored_split(test, val, say):
+    """`(name, clips)` to caption and score: test, else val (YouCook2's
+    public annotations have no test sentences), else None."""
+    if test.clips:
+        return "test", test
+    if val.clips:
+        say(
+            f"The test split is empty (YouCook2's public annotations have no "
+            f"test sentences): scoring on the {len(val.clips)} val clips instead."
+        )
+        return "val", val
+    say("The test and val splits are empty: nothing to caption or score.")
+    return None, test
+
+
 def load_initial_weights(model, path):
     """Loads `path` (a `.weights.h5` file or a preset folder) into `model`."""
     # A checkpoint holds the task's weights (`model.save_weights`); a preset
@@ -178,6 +224,13 @@ def train_run(
     verbose=1,
 ):
     """Trains a preset on clips, captions the test split and scores it.
+
+    Where the clips have no val split, one is carved from the training
+    clips (`keras_pvc.datasets.splits.carve_validation_split`: 10%, by a
+    hash of the clip id; none from fewer than 10), so validation loss and
+    `restore_best_weights` work; `metrics.json["validation"]` says which.
+    Where the test split is empty (YouCook2's public annotations), the val
+    split is scored instead (`metrics.json["scored_split"]`: `"val"`).
 
     Args:
         clips: list of `Clip` with splits.
@@ -234,6 +287,7 @@ def train_run(
             f"Unknown `lr_schedule` {config['lr_schedule']!r}: use 'cosine' or None."
         )
 
+    clips, validation = validation_clips(clips, say)
     kind = config["input_kind"]
     if kind == "features":
         # Training features stream from disk; val/test are small: in memory.
@@ -250,6 +304,7 @@ def train_run(
     train, val, test = (arrays.subset(split) for split in ("train", "val", "test"))
     if not train_clips:
         raise ValueError("No training clips: check the dataset's split.")
+    scored_name, scored = scored_split(test, val, say)
     config["vocabulary"] = VideoCaptionerPreprocessor.build_vocabulary(
         [reference for clip in train_clips for reference in clip.references],
         min_count=config.get("min_word_count", 1),
@@ -330,9 +385,9 @@ def train_run(
                 f"loss, {best.best:.4f})"
             )
     results = {}
-    if rl_epochs:
-        xe_predictions = caption_split(model, test)
-        results["XE"] = score_captions(test.clips, xe_predictions)["all"]
+    if rl_epochs and scored.clips:
+        xe_predictions = caption_split(model, scored)
+        results["XE"] = score_captions(scored.clips, xe_predictions)["all"]
         say(f"Self-critical training for {rl_epochs} epochs")
         rl_options = dict(rl_options or {})
         model.optimizer.learning_rate = rl_options.pop(
@@ -363,10 +418,12 @@ def train_run(
     train_seconds = time.time() - started
     model.save_to_preset(os.path.join(out, "model"))
 
-    say(f"Captioning {len(test.clips)} held-out clips")
-    predictions = caption_split(model, test)
-    scores = score_captions(test.clips, predictions, subsets)
-    if rl_epochs:
+    predictions, scores = {}, {}
+    if scored.clips:
+        say(f"Captioning {len(scored.clips)} held-out clips ({scored_name} split)")
+        predictions = caption_split(model, scored)
+        scores = score_captions(scored.clips, predictions, subsets)
+    if rl_epochs and scores:
         results["XE+RL"] = scores["all"]
     summary = {
         "preset": preset,
@@ -378,6 +435,8 @@ def train_run(
         "best_xe_epoch": None if best is None or best.best_epoch is None else best.best_epoch + 1,
         "parameters": int(model.count_params()),
         "metrics": scores,
+        "scored_split": scored_name,
+        "validation": validation,
         "phases": results,
         "skipped_clips": arrays.failures,
         "seconds": round(time.time() - started, 1),
@@ -386,13 +445,14 @@ def train_run(
     write_json(os.path.join(out, "metrics.json"), summary)
     write_json(os.path.join(out, "predictions.json"), predictions)
     with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as handle:
-        for clip in test.clips:
+        for clip in scored.clips:
             handle.write(
                 f"{clip.clip_id}\n  generated: {predictions[clip.clip_id]}\n"
                 f"  reference: {clip.references[0]}\n"
             )
-    say(format_scores({**scores, **({"XE only": results["XE"]} if rl_epochs else {})}))
-    for clip in test.clips[:5]:
+    if scores:
+        say(format_scores({**scores, **({"XE only": results["XE"]} if "XE" in results else {})}))
+    for clip in scored.clips[:5]:
         say(f"  {clip.clip_id}: {predictions[clip.clip_id]!r}  (ref: {clip.references[0]!r})")
     say(f"Run folder: {out} ({summary['seconds']} s)")
     return summary

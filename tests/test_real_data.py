@@ -130,3 +130,114 @@ def test_min_word_count_maps_rare_training_words_to_unk(msvd_features, tmp_path)
                      *set_args())
     with open(tmp_path / "all" / "model" / "preprocessor.json") as handle:
         assert set(json.load(handle)["config"]["vocabulary"][4:]) == set(counts)
+
+
+def youcook2_json(path, database):
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump({"database": database}, handle)
+    return str(path)
+
+
+@pytest.mark.slow
+def test_youcook2_without_test_sentences_scores_on_val(tmp_path, capsys):
+    from keras_pvc.datasets.youcook2 import load_youcook2
+
+    with open(YOUCOOK2) as handle:
+        database = json.load(handle)["database"]
+    # The public annotations: the testing videos carry no sentences.
+    for entry in database.values():
+        if entry["subset"] == "testing":
+            del entry["annotations"]
+    annotations = youcook2_json(tmp_path / "youcookii_annotations.json", database)
+    clips = load_youcook2(annotations)
+    assert not [clip for clip in clips if clip.split == "test"]
+    features = write_features(clips, str(tmp_path / "features"))
+    out = tmp_path / "run"
+    code = train_cli("youcook2", annotations, features, str(out), "--epochs", "1", *set_args())
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "The test split is empty" in captured.out and "scoring on the 1 val clips" in captured.out
+    with open(out / "metrics.json") as handle:
+        metrics = json.load(handle)
+    with open(out / "predictions.json") as handle:
+        predictions = json.load(handle)
+    val_ids = {clip.clip_id for clip in clips if clip.split == "val"}
+    assert metrics["scored_split"] == "val" and set(predictions) == val_ids
+    assert np.isfinite(metrics["metrics"]["all"]["CIDEr"])
+
+
+def test_carved_validation_split_is_a_stable_hash_of_the_ids():
+    import random
+    import zlib
+
+    from keras_pvc.datasets.splits import carve_validation_split
+
+    clips = [Clip(f"clip{index}", ["a cat"], "train") for index in range(30)]
+    clips += [Clip("t0", ["a dog"], "test")]
+    moved, carved = carve_validation_split(clips)
+    # Hand-computed: the 3 (10% of 30) lowest CRC-32s of "val:<id>".
+    expected = sorted(
+        (c.clip_id for c in clips[:30]), key=lambda i: zlib.crc32(f"val:{i}".encode())
+    )[:3]
+    assert carved == sorted(expected)
+    assert {c.clip_id for c in moved if c.split == "val"} == set(expected)
+    assert all(c.split == "train" for c in clips[:30])  # the input is untouched
+    shuffled = list(clips)
+    random.Random(1).shuffle(shuffled)
+    assert carve_validation_split(shuffled)[1] == carved  # order does not matter
+    assert carve_validation_split(clips[:9])[1] == []  # too few to carve
+    with_val = clips + [Clip("v0", ["a cow"], "val")]
+    assert carve_validation_split(with_val)[1] == []  # the dataset's val wins
+
+
+@pytest.mark.slow
+def test_train_without_val_split_carves_one_and_restores_best_weights(tmp_path, capsys):
+    from keras_pvc.datasets.splits import carve_validation_split
+    from keras_pvc.datasets.youcook2 import load_youcook2
+
+    sentences = ["cut the onion", "fry the onion in oil", "add salt", "boil the pasta"]
+    database = {
+        f"vid{index:08d}x": {
+            "subset": "testing" if index >= 12 else "training",
+            "recipe_type": "101",
+            "annotations": [
+                {"segment": [0, 5 + index], "id": 0, "sentence": sentences[index % 4]}
+            ],
+        }
+        for index in range(14)
+    }
+    annotations = youcook2_json(tmp_path / "youcookii_annotations.json", database)
+    clips = load_youcook2(annotations)
+    features = write_features(clips, str(tmp_path / "features"))
+    out = tmp_path / "run"
+    code = train_cli(
+        "youcook2", annotations, features, str(out), "--epochs", "2",
+        *set_args("restore_best_weights=true"),
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "no val split: 1 of 12 training clips" in captured.out
+    with open(out / "metrics.json") as handle:
+        metrics = json.load(handle)
+    assert metrics["validation"]["source"] == "carved"
+    assert metrics["validation"]["clip_ids"] == carve_validation_split(clips)[1]
+    assert metrics["best_xe_epoch"] in (1, 2)  # restore_best_weights acted
+    with open(out / "history.csv") as handle:
+        assert "val_loss" in handle.readline()
+    assert "Kept the weights of epoch" in captured.out
+
+    # Too small to carve: say so, and that restore_best_weights does nothing.
+    small = {k: v for k, v in list(database.items())[:5] + list(database.items())[12:]}
+    annotations = youcook2_json(tmp_path / "small.json", small)
+    code = train_cli(
+        "youcook2", annotations, features, str(tmp_path / "small"), "--epochs", "1",
+        *set_args("restore_best_weights=true"),
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "too few to carve one" in captured.out
+    assert "restore_best_weights does nothing" in captured.out
+    with open(tmp_path / "small" / "metrics.json") as handle:
+        metrics = json.load(handle)
+    assert metrics["validation"] == {"source": "none", "clips": 0}
+    assert metrics["best_xe_epoch"] is None
