@@ -14,6 +14,10 @@ DATASETS = ("msvd", "msrvtt", "youcook2")
 # gradients are noisier than cross-entropy ones (SCST papers drop the rate 10x
 # or more). At 0.2 one seed of three lost CIDEr on the procedural dataset.
 RL_LEARNING_RATE_FACTOR = 0.1
+# Clips per `generate` call when captioning cached features from disk: a
+# batch of 10 msvd clips (80 x 49 x 1280) is ~200 MB as float32, and the
+# model's copies of it several times that (benchmarks/eval_memory.py).
+STREAM_CAPTION_BATCH = 10
 
 
 def load_dataset_clips(dataset, root, split_file=None, features_dir=None, video_dir=None):
@@ -35,16 +39,18 @@ def load_dataset_clips(dataset, root, split_file=None, features_dir=None, video_
 
 
 def read_clip_arrays(clips, config, features_dir=None, verbose=1):
-    """Reads clips into memory as the model takes them (frames or features)."""
+    """Clips as the model takes them: frames decoded into memory
+    (`ClipArrays`), or cached features left on disk (`StreamedFeatures`)."""
     from keras_pvc.datasets.pipeline import read_clip_videos
 
     if config["input_kind"] == "frames":
         return read_clip_videos(
             clips, config["num_frames"], config["frame_size"], verbose=verbose
         )
-    from keras_pvc.datasets.features import load_feature_arrays
+    from keras_pvc.datasets.features import StreamedFeatures
 
-    return load_feature_arrays(clips, features_dir)
+    # Features stay on disk and are read batch by batch (`caption_split`).
+    return StreamedFeatures.scan(clips, features_dir)
 
 
 def check_features(features_dir, config):
@@ -199,8 +205,16 @@ def load_initial_weights(model, path):
         ) from error
 
 
-def caption_split(model, arrays, sampler="greedy"):
-    """`{clip_id: caption}` for every clip of `arrays`."""
+def caption_split(model, arrays, sampler="greedy", batch_size=None):
+    """`{clip_id: caption}` for every clip of `arrays`: a `ClipArrays`, or a
+    `StreamedFeatures` captioned batch by batch (`batch_size`, at most
+    `STREAM_CAPTION_BATCH`: greedy captions do not depend on the batch)."""
+    if hasattr(arrays, "batches"):
+        captions = []
+        batch_size = min(batch_size or STREAM_CAPTION_BATCH, STREAM_CAPTION_BATCH)
+        for inputs in arrays.batches(batch_size).as_numpy_iterator():
+            captions.extend(model.generate(inputs, sampler=sampler))
+        return {clip.clip_id: caption for clip, caption in zip(arrays.clips, captions)}
     captions = model.generate(
         arrays.model_inputs(model.backbone.input_kind), sampler=sampler
     )
@@ -259,6 +273,7 @@ def train_run(
     """
     import keras
 
+    from keras_pvc.datasets.features import features_dataset
     from keras_pvc.datasets.pipeline import EpochCounter
     from keras_pvc.datasets.pipeline import caption_dataset
     from keras_pvc.datasets.pipeline import reference_ids
@@ -290,12 +305,10 @@ def train_run(
     clips, validation = validation_clips(clips, say)
     kind = config["input_kind"]
     if kind == "features":
-        # Training features stream from disk; val/test are small: in memory.
+        # Features stream from disk for training, validation and captioning.
         check_features(features_dir, config)
-        arrays = read_clip_arrays(
-            [clip for clip in clips if clip.split != "train"], config, features_dir
-        )
-        train_clips = [clip for clip in clips if clip.split == "train"]
+        arrays = read_clip_arrays(clips, config, features_dir)
+        train_clips = [clip for clip in arrays.clips if clip.split == "train"]
     else:
         arrays = read_clip_arrays(clips, config, features_dir, verbose)
         train_clips = [clip for clip in arrays.clips if clip.split == "train"]
@@ -327,8 +340,6 @@ def train_run(
     # exactly.
     epoch_counter = EpochCounter()
     if kind == "features":
-        from keras_pvc.datasets.features import features_dataset
-
         train_ds = features_dataset(
             train_clips,
             features_dir,
@@ -351,7 +362,12 @@ def train_run(
             epoch_counter=epoch_counter,
         )
     val_ds = None
-    if val.clips:
+    if val.clips and kind == "features":
+        val_ds = features_dataset(
+            val.clips, features_dir, model.preprocessor, config["batch_size"],
+            shuffle=False, in_memory=False, parallel_reads=1,
+        )
+    elif val.clips:
         val_ds = caption_dataset(
             val, model.preprocessor, kind, config["batch_size"], shuffle=False
         )
@@ -386,7 +402,7 @@ def train_run(
             )
     results = {}
     if rl_epochs and scored.clips:
-        xe_predictions = caption_split(model, scored)
+        xe_predictions = caption_split(model, scored, batch_size=config["batch_size"])
         results["XE"] = score_captions(scored.clips, xe_predictions)["all"]
         say(f"Self-critical training for {rl_epochs} epochs")
         rl_options = dict(rl_options or {})
@@ -421,7 +437,7 @@ def train_run(
     predictions, scores = {}, {}
     if scored.clips:
         say(f"Captioning {len(scored.clips)} held-out clips ({scored_name} split)")
-        predictions = caption_split(model, scored)
+        predictions = caption_split(model, scored, batch_size=config["batch_size"])
         scores = score_captions(scored.clips, predictions, subsets)
     if rl_epochs and scores:
         results["XE+RL"] = scores["all"]

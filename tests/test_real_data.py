@@ -139,8 +139,14 @@ def youcook2_json(path, database):
 
 
 @pytest.mark.slow
-def test_youcook2_without_test_sentences_scores_on_val(tmp_path, capsys):
+def test_youcook2_without_test_sentences_scores_on_val(tmp_path, capsys, monkeypatch):
+    import keras_pvc.datasets.features as features_module
     from keras_pvc.datasets.youcook2 import load_youcook2
+
+    def no_in_memory_load(*args, **kwargs):
+        raise AssertionError("val/test features must stream, not load into memory")
+
+    monkeypatch.setattr(features_module, "load_feature_arrays", no_in_memory_load)
 
     with open(YOUCOOK2) as handle:
         database = json.load(handle)["database"]
@@ -241,3 +247,42 @@ def test_train_without_val_split_carves_one_and_restores_best_weights(tmp_path, 
         metrics = json.load(handle)
     assert metrics["validation"] == {"source": "none", "clips": 0}
     assert metrics["best_xe_epoch"] is None
+
+
+def test_streamed_features_caption_as_the_in_memory_arrays(tmp_path):
+    import keras_pvc
+    from keras_pvc.datasets.features import StreamedFeatures
+    from keras_pvc.datasets.features import feature_batches
+    from keras_pvc.datasets.features import load_feature_arrays
+    from keras_pvc.datasets.youcook2 import load_youcook2
+    from keras_pvc.models import VideoCaptionerPreprocessor
+    from keras_pvc.runs import caption_split
+
+    clips = load_youcook2(YOUCOOK2)
+    features = write_features(clips, str(tmp_path / "features"))
+    os.remove(os.path.join(features, clips[1].clip_id + ".npy"))
+    with pytest.warns(UserWarning, match="1 of 4 clips have no usable features"):
+        streamed = StreamedFeatures.scan(clips, features)
+    with pytest.warns(UserWarning):
+        in_memory = load_feature_arrays(clips, features)
+    assert [c.clip_id for c in streamed.clips] == [c.clip_id for c in in_memory.clips]
+    assert streamed.failures == in_memory.failures
+    batches = list(feature_batches(streamed.clips, features, 2).as_numpy_iterator())
+    assert [len(batch["features"]) for batch in batches] == [2, 1]
+    stacked = np.concatenate([batch["features"] for batch in batches])
+    assert stacked.dtype == np.float32
+    np.testing.assert_array_equal(stacked, in_memory.videos)
+    np.testing.assert_array_equal(
+        np.concatenate([batch["frame_mask"] for batch in batches]), in_memory.frame_masks
+    )
+    vocabulary = VideoCaptionerPreprocessor.build_vocabulary(
+        [r for clip in clips for r in clip.references]
+    )
+    model = keras_pvc.from_preset(
+        "msvd", vocabulary=vocabulary, input_shape=(4, 8), num_frames=3, frame_cnn=None,
+        graph=None, hidden_dim=8, embedding_dim=8,
+    )
+    expected = model.generate(in_memory.model_inputs("features"))
+    assert caption_split(model, streamed, batch_size=2) == dict(
+        zip([c.clip_id for c in in_memory.clips], expected)
+    )
