@@ -123,13 +123,21 @@ def score_captions(clips, predictions, subsets=None):
 
 def format_scores(results):
     """A table of metrics (x100, as papers print) per row of `results`."""
+    from keras_pvc.metrics.meteor import meteor_label
+
     keys = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
-    lines = [f"{'':<16}" + "".join(f"{key:>9}" for key in keys)]
+    backends = {scores.get("meteor_backend") for scores in results.values()} - {None}
+    # nltk's METEOR is another metric: say so in the header ("METEOR (nltk)").
+    names = {key: key for key in keys}
+    if len(backends) == 1:
+        names["METEOR"] = meteor_label(backends.pop())
+    widths = {key: max(9, len(names[key]) + 2) for key in keys}
+    lines = [f"{'':<16}" + "".join(f"{names[key]:>{widths[key]}}" for key in keys)]
     for name, scores in results.items():
         cells = "".join(
-            f"{100 * scores[key]:9.1f}"
+            f"{100 * scores[key]:{widths[key]}.1f}"
             if isinstance(scores.get(key), (int, float))
-            else f"{'-':>9}"
+            else f"{'-':>{widths[key]}}"
             for key in keys
         )
         lines.append(f"{name:<16}" + cells)
@@ -452,6 +460,7 @@ def train_run(
         "parameters": int(model.count_params()),
         "metrics": scores,
         "scored_split": scored_name,
+        "meteor_backend": scores.get("all", {}).get("meteor_backend"),
         "validation": validation,
         "phases": results,
         "skipped_clips": arrays.failures,
