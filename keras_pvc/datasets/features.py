@@ -32,6 +32,8 @@ from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.datasets.pipeline import ClipArrays
 from keras_pvc.datasets.pipeline import caption_dataset
 from keras_pvc.datasets.pipeline import caption_examples
+from keras_pvc.extract import extract_failures
+from keras_pvc.extract import feature_file_problem
 from keras_pvc.extract import mask_path_for
 from keras_pvc.extract import read_npy_header
 
@@ -90,6 +92,7 @@ def scan_features(clips, features_dir=None):
     """
     kept, paths, masks, failures = [], [], [], []
     feature_shape = dtype = None
+    reported = {}  # folder -> extract_report.json's failures
     for clip in clips:
         problem = clip_id_problem(clip.clip_id, features_dir) or (
             features_dir is not None and clip_id_problem(clip.clip_id + ".npy", features_dir)
@@ -101,22 +104,18 @@ def scan_features(clips, features_dir=None):
         if path is None:
             failures.append((clip.clip_id, "the clip has no features_path"))
             continue
-        if not os.path.isfile(path):
-            failures.append((clip.clip_id, f"feature file {path!r} not found"))
+        # The check `keras-pvc extract` makes too; a clip it could not read
+        # is reported with the reason in its extract_report.json.
+        folder = os.fspath(features_dir) if features_dir is not None else os.path.dirname(path)
+        if folder not in reported:
+            reported[folder] = extract_failures(folder)
+        problem, shape, file_dtype = feature_file_problem(
+            path, feature_shape, failed_reason=reported[folder].get(clip.clip_id)
+        )
+        if problem is not None:
+            failures.append((clip.clip_id, problem))
             continue
         try:
-            shape, file_dtype, offset = _npy_header(path)
-            expected = offset + int(np.prod(shape, dtype=np.int64)) * file_dtype.itemsize
-            if os.path.getsize(path) != expected:
-                raise ValueError("the file is truncated")
-            if not np.issubdtype(file_dtype, np.number) or len(shape) not in (2, 3):
-                raise ValueError(
-                    f"expected (T, D) or (T, N, C) numbers, got {shape} {file_dtype}"
-                )
-            if feature_shape is not None and shape != feature_shape:
-                raise ValueError(
-                    f"shape {shape} differs from the other clips' {feature_shape}"
-                )
             mask = _load_mask(path, shape[0])
         except (OSError, ValueError) as error:
             failures.append((clip.clip_id, f"feature file {path!r}: {error}"))
