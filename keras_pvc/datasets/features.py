@@ -35,7 +35,6 @@ from keras_pvc.datasets.pipeline import caption_examples
 from keras_pvc.extract import extract_failures
 from keras_pvc.extract import feature_file_problem
 from keras_pvc.extract import mask_path_for
-from keras_pvc.extract import read_npy_header
 
 # `features_dataset(in_memory="auto")` loads a folder whose clips take at most
 # this many bytes (as stored) into memory, and reads larger ones per batch.
@@ -64,16 +63,6 @@ def _load_mask(features_file, num_frames):
             f"{num_frames} frames."
         )
     return mask.astype(bool)
-
-
-def _npy_header(path):
-    """`read_npy_header`, with every way a damaged header fails as ValueError."""
-    try:
-        return read_npy_header(path)
-    except (OSError, ValueError):
-        raise
-    except Exception as error:  # EOFError, SyntaxError in the header dict...
-        raise ValueError(f"not a .npy file ({type(error).__name__}: {error})") from error
 
 
 def scan_features(clips, features_dir=None):
