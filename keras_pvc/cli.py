@@ -26,10 +26,38 @@ def _speed_defaults():
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+def parse_set_options(pairs, preset):
+    """`--set KEY=VALUE` options as preset overrides, checked against `preset`.
+
+    A value is read as JSON when it parses (`8`, `1e-3`, `null`, `true`,
+    `[4, 1280]`, `{"units": 64}`), else kept as the string itself
+    (`lr_schedule=cosine`). An unknown key is an error listing the knobs.
+    """
+    from keras_pvc.presets import preset_config
+
+    overrides = {}
+    for pair in pairs or ():
+        key, separator, text = pair.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ValueError(f"--set {pair!r}: expected KEY=VALUE (e.g. --set hidden_dim=256).")
+        try:
+            overrides[key] = json.loads(text)
+        except ValueError:
+            overrides[key] = text
+    # preset_config names the unknown keys and lists the valid ones.
+    preset_config(preset, **{k: v for k, v in overrides.items() if k != "vocabulary"})
+    if "vocabulary" in overrides:
+        raise ValueError("--set vocabulary: the vocabulary is built from the training clips.")
+    return overrides
+
+
 def cmd_demo(args):
     from keras_pvc.demo import run_demo
 
+    overrides = parse_set_options(args.set, "procedural")
     run_demo(
+        overrides=overrides,
         out=args.out,
         quick=args.quick,
         graph=not args.no_graph,
@@ -50,6 +78,8 @@ def cmd_train(args):
     from keras_pvc.runs import relation_clip_ids
     from keras_pvc.runs import train_run
 
+    # Checked before the dataset is read: a typo fails at once.
+    set_overrides = parse_set_options(args.set, args.preset)
     clips = load_dataset_clips(
         args.dataset,
         args.root,
@@ -62,6 +92,7 @@ def cmd_train(args):
         overrides["graph"] = None
     if args.batch_size:
         overrides["batch_size"] = args.batch_size
+    overrides.update(set_overrides)
     rl_options = {"num_samples": args.rl_samples, "baseline": args.rl_baseline}
     if args.rl_learning_rate:
         rl_options["learning_rate"] = args.rl_learning_rate
@@ -205,6 +236,13 @@ def cmd_caption(args):
     return 1 if failed else 0
 
 
+SET_HELP = (
+    "change a preset knob, KEY=VALUE (repeatable); VALUE is read as JSON when "
+    "it parses (8, 1e-3, null, [4, 1280]), else as a string; e.g. --set "
+    "hidden_dim=256 --set min_word_count=2"
+)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-pvc",
@@ -240,6 +278,7 @@ def build_parser():
     demo.add_argument(
         "--visuals", type=int, default=8, help="clips drawn into the HTML report (0: none)"
     )
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     demo.set_defaults(func=cmd_demo)
 
     train = commands.add_parser(
@@ -279,6 +318,10 @@ def build_parser():
     train.add_argument("--no-graph", action="store_true", help="drop the spatial graph")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument(
+        "--set", action="append", metavar="KEY=VALUE",
+        help=SET_HELP + " (applied after --batch-size and --no-graph)",
+    )
     train.set_defaults(func=cmd_train)
 
     extract = commands.add_parser(

@@ -27,6 +27,7 @@ def run_demo(
     resume=False,
     visuals=8,
     verbose=1,
+    overrides=None,
 ):
     """Generates the procedural dataset, trains, evaluates; returns metrics.
 
@@ -46,6 +47,8 @@ def run_demo(
             into `<out>/visuals/` and the HTML report `<out>/report.html`;
             0 for none.
         verbose: int. 0 silent, 1 progress bars.
+        overrides: dict or None. Knobs of the `procedural` preset to change
+            (`keras-pvc demo --set KEY=VALUE`).
 
     Returns:
         The run summary (`<out>/metrics.json`).
@@ -65,7 +68,7 @@ def run_demo(
     generate_procedural_dataset(
         data_root, num_clips=knobs["num_clips"], num_frames=16, seed=seed
     )
-    overrides = {} if graph else {"graph": None}
+    overrides = {**({} if graph else {"graph": None}), **(overrides or {})}
     summary = train_run(
         load_msvd(data_root),
         out,

@@ -64,6 +64,7 @@ PRESETS = {
         "learning_rate": 1e-4,
         "lr_schedule": None,
         "restore_best_weights": False,
+        "min_word_count": 1,
         "checkpoint_every": 10,
     },
     "s2vt": {
@@ -90,6 +91,7 @@ PRESETS = {
         "learning_rate": 1e-4,
         "lr_schedule": None,
         "restore_best_weights": False,
+        "min_word_count": 1,
         "checkpoint_every": 10,
     },
     "procedural": {
@@ -137,6 +139,7 @@ PRESETS = {
         "learning_rate": 2e-3,
         "lr_schedule": "cosine",
         "restore_best_weights": True,
+        "min_word_count": 1,
         "checkpoint_every": 10,
     },
 }
@@ -146,6 +149,8 @@ PRESETS = {
 # over the cross-entropy epochs, `keras_pvc.training.cosine_learning_rate`).
 # `restore_best_weights`: after the cross-entropy epochs, keep the weights of
 # the epoch with the lowest validation loss (`keras_pvc.training.BestWeights`).
+# `min_word_count`: training words seen fewer times are left out of the
+# vocabulary and read as `<unk>` (1: every training word is kept).
 TRAINING_KNOBS = (
     "batch_size",
     "epochs",
@@ -153,6 +158,7 @@ TRAINING_KNOBS = (
     "lr_schedule",
     "restore_best_weights",
     "checkpoint_every",
+    "min_word_count",
 )
 
 

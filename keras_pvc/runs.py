@@ -16,6 +16,10 @@ DATASETS = ("msvd", "msrvtt", "youcook2")
 # gradients are noisier than cross-entropy ones (SCST papers drop the rate 10x
 # or more). At 0.2 one seed of three lost CIDEr on the procedural dataset.
 RL_LEARNING_RATE_FACTOR = 0.1
+# Clips per `generate` call when captioning cached features from disk: a
+# batch of 10 msvd clips (80 x 49 x 1280) is ~200 MB as float32, and the
+# model's copies of it several times that (benchmarks/eval_memory.py).
+STREAM_CAPTION_BATCH = 10
 
 
 def load_dataset_clips(dataset, root, split_file=None, features_dir=None, video_dir=None):
@@ -28,25 +32,27 @@ def load_dataset_clips(dataset, root, split_file=None, features_dir=None, video_
     if dataset == "msrvtt":
         from keras_pvc.datasets.msrvtt import load_msrvtt
 
-        return load_msrvtt(root, video_dir=video_dir)
+        return load_msrvtt(root, video_dir=video_dir, split_file=split_file)
     if dataset == "youcook2":
         from keras_pvc.datasets.youcook2 import load_youcook2
 
-        return load_youcook2(root, video_dir=video_dir)
+        return load_youcook2(root, video_dir=video_dir, split_file=split_file)
     raise ValueError(f"Unknown dataset {dataset!r}; use one of {DATASETS}.")
 
 
 def read_clip_arrays(clips, config, features_dir=None, verbose=1):
-    """Reads clips into memory as the model takes them (frames or features)."""
+    """Clips as the model takes them: frames decoded into memory
+    (`ClipArrays`), or cached features left on disk (`StreamedFeatures`)."""
     from keras_pvc.datasets.pipeline import read_clip_videos
 
     if config["input_kind"] == "frames":
         return read_clip_videos(
             clips, config["num_frames"], config["frame_size"], verbose=verbose
         )
-    from keras_pvc.datasets.features import load_feature_arrays
+    from keras_pvc.datasets.features import StreamedFeatures
 
-    return load_feature_arrays(clips, features_dir)
+    # Features stay on disk and are read batch by batch (`caption_split`).
+    return StreamedFeatures.scan(clips, features_dir)
 
 
 def check_features(features_dir, config):
@@ -119,17 +125,71 @@ def score_captions(clips, predictions, subsets=None):
 
 def format_scores(results):
     """A table of metrics (x100, as papers print) per row of `results`."""
+    from keras_pvc.metrics.meteor import meteor_label
+
     keys = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"]
-    lines = [f"{'':<16}" + "".join(f"{key:>9}" for key in keys)]
+    backends = {scores.get("meteor_backend") for scores in results.values()} - {None}
+    # nltk's METEOR is another metric: say so in the header ("METEOR (nltk)").
+    names = {key: key for key in keys}
+    if len(backends) == 1:
+        names["METEOR"] = meteor_label(backends.pop())
+    widths = {key: max(9, len(names[key]) + 2) for key in keys}
+    lines = [f"{'':<16}" + "".join(f"{names[key]:>{widths[key]}}" for key in keys)]
     for name, scores in results.items():
         cells = "".join(
-            f"{100 * scores[key]:9.1f}"
+            f"{100 * scores[key]:{widths[key]}.1f}"
             if isinstance(scores.get(key), (int, float))
-            else f"{'-':>9}"
+            else f"{'-':>{widths[key]}}"
             for key in keys
         )
         lines.append(f"{name:<16}" + cells)
     return "\n".join(lines)
+
+
+def validation_clips(clips, say):
+    """The clips with a val split carved from train where the dataset has none.
+
+    Returns `(clips, validation)`: `validation` is the `metrics.json` record
+    `{"source": "dataset" | "carved" | "none", "clips": N}` (and the carved
+    ids). See `keras_pvc.datasets.splits.carve_validation_split`.
+    """
+    from keras_pvc.datasets.splits import CARVED_VAL_FRACTION
+    from keras_pvc.datasets.splits import MIN_CLIPS_TO_CARVE
+    from keras_pvc.datasets.splits import carve_validation_split
+
+    num_val = sum(clip.split == "val" for clip in clips)
+    if num_val:
+        return clips, {"source": "dataset", "clips": num_val}
+    num_train = sum(clip.split == "train" for clip in clips)
+    clips, carved = carve_validation_split(clips)
+    if carved:
+        say(
+            f"The dataset has no val split: {len(carved)} of {num_train} training "
+            f"clips ({CARVED_VAL_FRACTION:.0%}, chosen by a hash of the clip id, "
+            "the same every run) are held out as validation."
+        )
+        return clips, {"source": "carved", "clips": len(carved), "clip_ids": carved}
+    say(
+        f"The dataset has no val split, and {num_train} training clips are too "
+        f"few to carve one (fewer than {MIN_CLIPS_TO_CARVE}): there is no "
+        "validation loss, so restore_best_weights does nothing."
+    )
+    return clips, {"source": "none", "clips": 0}
+
+
+def scored_split(test, val, say):
+    """`(name, clips)` to caption and score: test, else val (YouCook2's
+    public annotations have no test sentences), else None."""
+    if test.clips:
+        return "test", test
+    if val.clips:
+        say(
+            f"The test split is empty (YouCook2's public annotations have no "
+            f"test sentences): scoring on the {len(val.clips)} val clips instead."
+        )
+        return "val", val
+    say("The test and val splits are empty: nothing to caption or score.")
+    return None, test
 
 
 def load_initial_weights(model, path):
@@ -155,8 +215,16 @@ def load_initial_weights(model, path):
         ) from error
 
 
-def caption_split(model, arrays, sampler="greedy"):
-    """`{clip_id: caption}` for every clip of `arrays`."""
+def caption_split(model, arrays, sampler="greedy", batch_size=None):
+    """`{clip_id: caption}` for every clip of `arrays`: a `ClipArrays`, or a
+    `StreamedFeatures` captioned batch by batch (`batch_size`, at most
+    `STREAM_CAPTION_BATCH`: greedy captions do not depend on the batch)."""
+    if hasattr(arrays, "batches"):
+        captions = []
+        batch_size = min(batch_size or STREAM_CAPTION_BATCH, STREAM_CAPTION_BATCH)
+        for inputs in arrays.batches(batch_size).as_numpy_iterator():
+            captions.extend(model.generate(inputs, sampler=sampler))
+        return {clip.clip_id: caption for clip, caption in zip(arrays.clips, captions)}
     captions = model.generate(
         arrays.model_inputs(model.backbone.input_kind), sampler=sampler
     )
@@ -181,6 +249,13 @@ def train_run(
     recalibrate_batch_norm=True,
 ):
     """Trains a preset on clips, captions the test split and scores it.
+
+    Where the clips have no val split, one is carved from the training
+    clips (`keras_pvc.datasets.splits.carve_validation_split`: 10%, by a
+    hash of the clip id; none from fewer than 10), so validation loss and
+    `restore_best_weights` work; `metrics.json["validation"]` says which.
+    Where the test split is empty (YouCook2's public annotations), the val
+    split is scored instead (`metrics.json["scored_split"]`: `"val"`).
 
     Args:
         clips: list of `Clip` with splits.
@@ -213,6 +288,7 @@ def train_run(
     """
     import keras
 
+    from keras_pvc.datasets.features import features_dataset
     from keras_pvc.datasets.pipeline import EpochCounter
     from keras_pvc.datasets.pipeline import caption_dataset
     from keras_pvc.datasets.pipeline import reference_ids
@@ -241,14 +317,13 @@ def train_run(
             f"Unknown `lr_schedule` {config['lr_schedule']!r}: use 'cosine' or None."
         )
 
+    clips, validation = validation_clips(clips, say)
     kind = config["input_kind"]
     if kind == "features":
-        # Training features stream from disk; val/test are small: in memory.
+        # Features stream from disk for training, validation and captioning.
         check_features(features_dir, config)
-        arrays = read_clip_arrays(
-            [clip for clip in clips if clip.split != "train"], config, features_dir
-        )
-        train_clips = [clip for clip in clips if clip.split == "train"]
+        arrays = read_clip_arrays(clips, config, features_dir)
+        train_clips = [clip for clip in arrays.clips if clip.split == "train"]
     else:
         arrays = read_clip_arrays(clips, config, features_dir, verbose)
         train_clips = [clip for clip in arrays.clips if clip.split == "train"]
@@ -257,6 +332,7 @@ def train_run(
     train, val, test = (arrays.subset(split) for split in ("train", "val", "test"))
     if not train_clips:
         raise ValueError("No training clips: check the dataset's split.")
+    scored_name, scored = scored_split(test, val, say)
     config["vocabulary"] = VideoCaptionerPreprocessor.build_vocabulary(
         [reference for clip in train_clips for reference in clip.references],
         min_count=config.get("min_word_count", 1),
@@ -279,8 +355,6 @@ def train_run(
     # exactly.
     epoch_counter = EpochCounter()
     if kind == "features":
-        from keras_pvc.datasets.features import features_dataset
-
         train_ds = features_dataset(
             train_clips,
             features_dir,
@@ -303,7 +377,12 @@ def train_run(
             epoch_counter=epoch_counter,
         )
     val_ds = None
-    if val.clips:
+    if val.clips and kind == "features":
+        val_ds = features_dataset(
+            val.clips, features_dir, model.preprocessor, config["batch_size"],
+            shuffle=False, in_memory=False, parallel_reads=1,
+        )
+    elif val.clips:
         val_ds = caption_dataset(
             val, model.preprocessor, kind, config["batch_size"], shuffle=False
         )
@@ -345,9 +424,9 @@ def train_run(
             model, train, config["batch_size"], recalibrate_batch_norm, say
         )
     results = {}
-    if rl_epochs:
-        xe_predictions = caption_split(model, test)
-        results["XE"] = score_captions(test.clips, xe_predictions)["all"]
+    if rl_epochs and scored.clips:
+        xe_predictions = caption_split(model, scored, batch_size=config["batch_size"])
+        results["XE"] = score_captions(scored.clips, xe_predictions)["all"]
         say(f"Self-critical training for {rl_epochs} epochs")
         rl_options = dict(rl_options or {})
         model.optimizer.learning_rate = rl_options.pop(
@@ -378,10 +457,12 @@ def train_run(
     train_seconds = time.time() - started
     model.save_to_preset(os.path.join(out, "model"))
 
-    say(f"Captioning {len(test.clips)} held-out clips")
-    predictions = caption_split(model, test)
-    scores = score_captions(test.clips, predictions, subsets)
-    if rl_epochs:
+    predictions, scores = {}, {}
+    if scored.clips:
+        say(f"Captioning {len(scored.clips)} held-out clips ({scored_name} split)")
+        predictions = caption_split(model, scored, batch_size=config["batch_size"])
+        scores = score_captions(scored.clips, predictions, subsets)
+    if rl_epochs and scores:
         results["XE+RL"] = scores["all"]
     summary = {
         "preset": preset,
@@ -394,6 +475,9 @@ def train_run(
         "best_xe_epoch": None if best is None or best.best_epoch is None else best.best_epoch + 1,
         "parameters": int(model.count_params()),
         "metrics": scores,
+        "scored_split": scored_name,
+        "meteor_backend": scores.get("all", {}).get("meteor_backend"),
+        "validation": validation,
         "phases": results,
         "skipped_clips": arrays.failures,
         "batch_norm": batch_norm,
@@ -403,13 +487,14 @@ def train_run(
     write_json(os.path.join(out, "metrics.json"), summary)
     write_json(os.path.join(out, "predictions.json"), predictions)
     with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as handle:
-        for clip in test.clips:
+        for clip in scored.clips:
             handle.write(
                 f"{clip.clip_id}\n  generated: {predictions[clip.clip_id]}\n"
                 f"  reference: {clip.references[0]}\n"
             )
-    say(format_scores({**scores, **({"XE only": results["XE"]} if rl_epochs else {})}))
-    for clip in test.clips[:5]:
+    if scores:
+        say(format_scores({**scores, **({"XE only": results["XE"]} if "XE" in results else {})}))
+    for clip in scored.clips[:5]:
         say(f"  {clip.clip_id}: {predictions[clip.clip_id]!r}  (ref: {clip.references[0]!r})")
     say(f"Run folder: {out} ({summary['seconds']} s)")
     return summary

@@ -401,3 +401,52 @@ def test_load_youcook2_rejects_other_json(tmp_path):
     path.write_text('{"videos": []}')
     with pytest.raises(ValueError, match="no 'database'"):
         load_youcook2(path)
+
+
+# --split-file for MSR-VTT and YouCook2 (issue 21): the file wins over the
+# json's splits, and what it does not list is dropped with a warning.
+
+
+def test_msrvtt_split_file_wins_over_the_json(tmp_path):
+    from keras_pvc.runs import load_dataset_clips
+
+    json_path = os.path.join(FIXTURES, "msrvtt", "videodatainfo.json")
+    split_file = tmp_path / "split.tsv"
+    split_file.write_text("video0\ttest\nvideo6513\ttrain\nvideo7010\tval\n")
+    with pytest.warns(UserWarning, match="1 clip not listed in the split file"):
+        clips = load_dataset_clips("msrvtt", json_path, split_file=str(split_file))
+    assert {clip.clip_id: clip.split for clip in clips} == {
+        "video0": "test", "video6513": "train", "video7010": "val",
+    }
+    default = {clip.clip_id: clip.split for clip in load_msrvtt(json_path)}
+    assert default["video0"] == "train" and default["video6513"] == "val"
+    # Captions are those of the json, whatever the split.
+    assert {c.clip_id: c.references for c in clips}["video0"] == [
+        c.references for c in load_msrvtt(json_path) if c.clip_id == "video0"
+    ][0]
+    split_file.write_text("video0\tholdout\n")
+    with pytest.raises(ValueError, match="split.tsv, line 1: split must be one of"):
+        load_dataset_clips("msrvtt", json_path, split_file=str(split_file))
+
+
+def test_youcook2_split_file_by_segment_or_by_video(tmp_path):
+    from keras_pvc.runs import load_dataset_clips
+
+    json_path = os.path.join(FIXTURES, "youcook2", "youcookii_annotations.json")
+    split_file = tmp_path / "split.tsv"
+    # A whole video to test, one of its segments back to train; the
+    # validation video unlisted (dropped).
+    split_file.write_text(
+        "GLd3aX16zBg\ttest\nGLd3aX16zBg_114_127\ttrain\nV53XmPeyjIU\tval\n"
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        clips = load_dataset_clips("youcook2", json_path, split_file=str(split_file))
+    assert {clip.clip_id: clip.split for clip in clips} == {
+        "GLd3aX16zBg_90_102": "test",
+        "GLd3aX16zBg_114_127": "train",
+        "V53XmPeyjIU_5_17": "val",
+    }
+    assert any("1 clip not listed in the split file" in str(w.message) for w in caught)
+    default = {clip.clip_id: clip.split for clip in load_youcook2(json_path)}
+    assert default["GLd3aX16zBg_90_102"] == "train" and default["V53XmPeyjIU_5_17"] == "test"

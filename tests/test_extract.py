@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -459,3 +460,40 @@ def test_real_clips_with_imagenet_efficientnet(tmp_path):
     # Different videos give different features.
     first, second = (np.load(features_path(tmp_path, c.clip_id)) for c in clips[:2])
     assert not np.allclose(first.mean(axis=(0, 1)), second.mean(axis=(0, 1)), atol=1e-2)
+
+
+def test_training_reports_the_extraction_reason_and_agrees_with_extract(
+    clips, cnn, extracted, tmp_path
+):
+    """A clip left out of feature training names why extraction failed
+    (extract_report.json), and a rerun of `extract` and the training reader
+    agree on which clips have features (issue 21)."""
+    from keras_pvc.datasets.features import StreamedFeatures
+
+    out_dir, report = extracted
+    with pytest.warns(UserWarning, match="3 of 8 clips have no usable features"):
+        streamed = StreamedFeatures.scan(clips, out_dir)
+    reasons = dict(streamed.failures)
+    extraction = {entry["clip_id"]: entry["reason"] for entry in report.failed}
+    assert set(reasons) == set(extraction) == set(BAD_CLIPS)
+    for clip_id, reason in extraction.items():
+        assert reason in reasons[clip_id] and "extract_report.json" in reasons[clip_id]
+        assert "not found" not in reasons[clip_id].split("(")[0]
+    assert "empty" in reasons["empty_1_2"]
+    # A rerun skips exactly the clips the reader keeps and retries the rest.
+    rerun = extract(clips, out_dir, cnn)
+    assert sorted(rerun.skipped) == sorted(clip.clip_id for clip in streamed.clips)
+    assert {entry["clip_id"] for entry in rerun.failed} == set(BAD_CLIPS)
+    # A truncated file is neither done for extract nor usable for training,
+    # with the same reason; without a report, a missing file is "not found".
+    copy = tmp_path / "copy"
+    shutil.copytree(out_dir, copy)
+    truncated = copy / "redBall_1_5.npy"
+    truncated.write_bytes(truncated.read_bytes()[:-10])
+    os.remove(copy / "extract_report.json")
+    with pytest.warns(UserWarning):
+        reasons = dict(StreamedFeatures.scan(clips, copy).failures)
+    assert "truncated" in reasons["redBall_1_5"]
+    assert reasons["empty_1_2"].endswith("not found")
+    rerun = extract(clips, copy, cnn)
+    assert "redBall_1_5" in rerun.done and "redBall_1_5" not in rerun.skipped

@@ -386,3 +386,44 @@ def test_evaluate_files_and_table(tmp_path, corpus):
     table = metrics.format_table(scores)
     assert "CIDEr" in table and f"{100 * scores['CIDEr']:.2f}" in table
     assert len({len(line) for line in table.splitlines()[:8]}) == 1
+
+
+@pytest.mark.parametrize("backend", ["nltk-wordnet", "meteor-1.5-jar"])
+def test_nltk_meteor_is_labelled_apart_from_meteor_1_5(tmp_path, monkeypatch, backend):
+    """nltk's METEOR is another metric: its name says so in every table and
+    JSON (issue 21); METEOR 1.5 keeps the plain name."""
+    from keras_pvc.runs import format_scores
+    from keras_pvc.runs import score_captions
+
+    if backend == "nltk-wordnet" and not meteor_module.prepare_wordnet(
+        str(tmp_path / "nltk_data")
+    ):
+        pytest.skip("no WordNet (Debian wordnet-base + wordnet-sense-index)")
+    if backend == "meteor-1.5-jar" and not HAS_JAVA:
+        pytest.skip("the METEOR jar needs java")
+    monkeypatch.setattr(
+        meteor_module, "select_meteor_backend", lambda requested, _b=backend: _b
+    )
+    (tmp_path / "refs.json").write_text(json.dumps(NLTK_HAND_REFERENCES))
+    (tmp_path / "pred.json").write_text(json.dumps(NLTK_HAND_PREDICTIONS))
+    scores = metrics.evaluate_files(
+        str(tmp_path / "pred.json"), str(tmp_path / "refs.json"), str(tmp_path / "s.json")
+    )
+    assert scores["meteor_backend"] == backend
+    assert json.loads((tmp_path / "s.json").read_text())["meteor_backend"] == backend
+    nltk = backend == "nltk-wordnet"
+    table = metrics.format_table(scores)
+    meteor_row = [line for line in table.splitlines() if line.startswith("METEOR")][0]
+    assert meteor_row.startswith("METEOR (nltk)") == nltk
+    assert f"{100 * scores['METEOR']:.2f}" in meteor_row
+    assert len({len(line) for line in table.splitlines()[:9]}) == 1  # aligned
+
+    from keras_pvc.datasets.clip import Clip
+
+    clips = [Clip(k, refs, "test") for k, refs in NLTK_HAND_REFERENCES.items()]
+    results = score_captions(clips, NLTK_HAND_PREDICTIONS)
+    assert results["all"]["meteor_backend"] == backend
+    header, row = format_scores(results).splitlines()
+    assert ("METEOR (nltk)" in header) == nltk and "METEOR" in header
+    assert f"{100 * results['all']['METEOR']:.1f}" in row
+    assert len(header) == len(row)

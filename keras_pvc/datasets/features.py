@@ -11,6 +11,11 @@ project's features) has every frame real.
   trains without loading it; small folders are read into memory once.
 - `load_feature_arrays`: the clips' features in memory as a `ClipArrays`
   (for generation and evaluation on a split: `.subset("test")`).
+- `StreamedFeatures`: the same clips with their features left on disk, and
+  `feature_batches`, a `tf.data` stream of them in clip order, so
+  evaluation and captioning hold a few batches, not a split (`keras-pvc
+  train` on a feature preset; MSVD's 770 val+test clips are ~15 GB as
+  float32).
 
 Both give the same elements as `keras_pvc.datasets.pipeline.caption_dataset`:
 `{"features": float32 (B, T, ...), "frame_mask": bool (B, T),
@@ -27,8 +32,9 @@ from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.datasets.pipeline import ClipArrays
 from keras_pvc.datasets.pipeline import caption_dataset
 from keras_pvc.datasets.pipeline import caption_examples
+from keras_pvc.extract import extract_failures
+from keras_pvc.extract import feature_file_problem
 from keras_pvc.extract import mask_path_for
-from keras_pvc.extract import read_npy_header
 
 # `features_dataset(in_memory="auto")` loads a folder whose clips take at most
 # this many bytes (as stored) into memory, and reads larger ones per batch.
@@ -59,16 +65,6 @@ def _load_mask(features_file, num_frames):
     return mask.astype(bool)
 
 
-def _npy_header(path):
-    """`read_npy_header`, with every way a damaged header fails as ValueError."""
-    try:
-        return read_npy_header(path)
-    except (OSError, ValueError):
-        raise
-    except Exception as error:  # EOFError, SyntaxError in the header dict...
-        raise ValueError(f"not a .npy file ({type(error).__name__}: {error})") from error
-
-
 def scan_features(clips, features_dir=None):
     """Finds each clip's feature file and checks it from its header only.
 
@@ -85,6 +81,7 @@ def scan_features(clips, features_dir=None):
     """
     kept, paths, masks, failures = [], [], [], []
     feature_shape = dtype = None
+    reported = {}  # folder -> extract_report.json's failures
     for clip in clips:
         problem = clip_id_problem(clip.clip_id, features_dir) or (
             features_dir is not None and clip_id_problem(clip.clip_id + ".npy", features_dir)
@@ -96,22 +93,18 @@ def scan_features(clips, features_dir=None):
         if path is None:
             failures.append((clip.clip_id, "the clip has no features_path"))
             continue
-        if not os.path.isfile(path):
-            failures.append((clip.clip_id, f"feature file {path!r} not found"))
+        # The check `keras-pvc extract` makes too; a clip it could not read
+        # is reported with the reason in its extract_report.json.
+        folder = os.fspath(features_dir) if features_dir is not None else os.path.dirname(path)
+        if folder not in reported:
+            reported[folder] = extract_failures(folder)
+        problem, shape, file_dtype = feature_file_problem(
+            path, feature_shape, failed_reason=reported[folder].get(clip.clip_id)
+        )
+        if problem is not None:
+            failures.append((clip.clip_id, problem))
             continue
         try:
-            shape, file_dtype, offset = _npy_header(path)
-            expected = offset + int(np.prod(shape, dtype=np.int64)) * file_dtype.itemsize
-            if os.path.getsize(path) != expected:
-                raise ValueError("the file is truncated")
-            if not np.issubdtype(file_dtype, np.number) or len(shape) not in (2, 3):
-                raise ValueError(
-                    f"expected (T, D) or (T, N, C) numbers, got {shape} {file_dtype}"
-                )
-            if feature_shape is not None and shape != feature_shape:
-                raise ValueError(
-                    f"shape {shape} differs from the other clips' {feature_shape}"
-                )
             mask = _load_mask(path, shape[0])
         except (OSError, ValueError) as error:
             failures.append((clip.clip_id, f"feature file {path!r}: {error}"))
@@ -171,6 +164,90 @@ def load_feature_arrays(clips, features_dir=None, dtype="float32"):
     return ClipArrays(kept, videos, masks, failures)
 
 
+class StreamedFeatures:
+    """Clips whose cached features are read batch by batch when used.
+
+    The on-disk counterpart of `ClipArrays` for a features folder: `clips`,
+    `failures` and `subset(split)` as there, and `batches(batch_size)`
+    instead of the arrays.
+
+    Args:
+        clips: list of `Clip` with usable features (see `scan_features`).
+        features_dir: str, path-like or None.
+        failures: list of `(clip_id, reason)`.
+    """
+
+    def __init__(self, clips, features_dir, failures=()):
+        self.clips = list(clips)
+        self.features_dir = features_dir
+        self.failures = list(failures)
+
+    @classmethod
+    def scan(cls, clips, features_dir=None):
+        """The clips with usable features (`scan_features`), others in failures."""
+        kept, _, _, _, _, failures = scan_features(clips, features_dir)
+        return cls(kept, features_dir, failures)
+
+    def subset(self, split):
+        """The clips of one split (`"train"`, `"val"`, `"test"`)."""
+        return StreamedFeatures(
+            [clip for clip in self.clips if clip.split == split], self.features_dir
+        )
+
+    def batches(self, batch_size):
+        """`feature_batches` of these clips: `{"features", "frame_mask"}`."""
+        return feature_batches(self.clips, self.features_dir, batch_size)
+
+
+def feature_batches(clips, features_dir, batch_size, prefetch=1):
+    """A `tf.data.Dataset` of `{"features", "frame_mask"}` batches in clip order.
+
+    Each batch's files are read when the batch is needed (float32, as the
+    model takes them), so memory holds `prefetch + 1` batches whatever the
+    number of clips. Clips without usable features must be left out first
+    (`scan_features`); a missing file here is an error.
+
+    Args:
+        clips: list of `Clip`.
+        features_dir: str, path-like or None (each clip's `features_path`).
+        batch_size: int.
+        prefetch: int. Batches read ahead.
+
+    Returns:
+        A `tf.data.Dataset`; iterate with `.as_numpy_iterator()` and pass each
+        element to `VideoCaptioner.generate`.
+
+    Example:
+
+    >>> for inputs in feature_batches(test_clips, "features", 20).as_numpy_iterator():
+    ...     captions += model.generate(inputs)  # doctest: +SKIP
+    """
+    import tensorflow as tf
+
+    kept, paths, masks, feature_shape, _, failures = scan_features(clips, features_dir)
+    if failures:
+        raise DatasetError(
+            os.fspath(features_dir) if features_dir is not None else "features",
+            f"{failures[0][0]}: {failures[0][1]}",
+        )
+    paths = np.asarray(paths)
+    frame_masks = tf.constant(masks)
+
+    def read_batch(indices):
+        return np.stack([np.load(paths[i], allow_pickle=False) for i in indices]).astype(
+            np.float32, copy=False
+        )
+
+    def to_inputs(indices):
+        features = tf.numpy_function(read_batch, [indices], tf.float32, stateful=False)
+        features.set_shape((None,) + feature_shape)
+        return {"features": features, "frame_mask": tf.gather(frame_masks, indices)}
+
+    dataset = tf.data.Dataset.range(len(kept)).batch(batch_size)
+    # One reader: batches stay in order and at most `prefetch + 1` are held.
+    return dataset.map(to_inputs).prefetch(prefetch)
+
+
 def features_dataset(
     clips,
     features_dir,
@@ -182,6 +259,7 @@ def features_dataset(
     references=False,
     in_memory="auto",
     epoch_counter=None,
+    parallel_reads=None,
 ):
     """A `tf.data.Dataset` of model inputs from cached features, for `fit`.
 
@@ -215,6 +293,9 @@ def features_dataset(
             batch; `"auto"` reads into memory when the stored features take
             at most `IN_MEMORY_MAX_BYTES` (2 GiB).
         epoch_counter: `EpochCounter` or None; see `caption_dataset`.
+        parallel_reads: int or None. With `in_memory=False`, batches read at
+            once and read ahead (None: `tf.data.AUTOTUNE`, fastest; 1 holds
+            about two batches, as validation in `keras-pvc train` does).
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -281,6 +362,5 @@ def features_dataset(
             inputs["reference_ids"] = tf.gather(all_reference_ids, index)
         return inputs
 
-    return dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
-    )
+    parallel = tf.data.AUTOTUNE if parallel_reads is None else parallel_reads
+    return dataset.map(to_inputs, num_parallel_calls=parallel).prefetch(parallel)

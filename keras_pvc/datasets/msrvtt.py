@@ -22,6 +22,8 @@ from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.clip import DatasetError
 from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.datasets.clip import report_skipped
+from keras_pvc.datasets.splits import read_split_table
+from keras_pvc.datasets.splits import warn_unlisted
 
 JSON_NAMES = (
     "videodatainfo.json",
@@ -94,7 +96,7 @@ def _captions_by_video(json_path, sentences):
     return captions
 
 
-def load_msrvtt(root_or_json, video_dir=None):
+def load_msrvtt(root_or_json, video_dir=None, split_file=None):
     """Loads MSR-VTT as a list of `Clip`s.
 
     Args:
@@ -106,11 +108,16 @@ def load_msrvtt(root_or_json, video_dir=None):
             look beside the json in `videos/`, `TrainValVideo/`, `TestVideo/`,
             `videos/all/` and the json's own folder, and leave `video_path`
             None where no file is found.
+        split_file: str, path-like, dict or None. A TSV split file
+            (`video_id<TAB>train|val|test`, see
+            `keras_pvc.datasets.splits.read_split_file`) that wins over the
+            json's `"split"`; videos it does not list are dropped (with a
+            warning giving their count).
 
     Returns:
         A list of `Clip` in the json's video order, with clip id the
-        `video_id` (`"video0"`), split `train`/`val`/`test` (`"validate"` is
-        `val`) and the captions, stripped, empty ones dropped, in `sen_id`
+        `video_id` (`"video0"`), split `train`/`val`/`test` from the split
+        file, else from the json (`"validate"` is `val`), and the captions, stripped, empty ones dropped, in `sen_id`
         order. Videos with no caption (an unlabelled test set) keep an empty
         reference list. Videos with an unknown split are skipped with a
         warning; so are videos without a `video_id` string and ids that
@@ -128,6 +135,8 @@ def load_msrvtt(root_or_json, video_dir=None):
     >>> clips[0].clip_id, clips[0].split  # doctest: +SKIP
     ('video0', 'train')
     """
+    table = read_split_table(split_file) if split_file is not None else None
+    unlisted = set()
     clips = []
     seen = set()
     unknown_splits = 0
@@ -144,7 +153,13 @@ def load_msrvtt(root_or_json, video_dir=None):
             if not isinstance(video_id, str):
                 skipped.append((f"videos[{number}]", "no 'video_id' string"))
                 continue
-            split = SPLIT_NAMES.get(str(video.get("split", "")).lower())
+            if table is not None:
+                split = table.get(video_id)
+                if split is None:
+                    unlisted.add(video_id)
+                    continue
+            else:
+                split = SPLIT_NAMES.get(str(video.get("split", "")).lower())
             if split is None:
                 unknown_splits += 1
                 continue
@@ -173,4 +188,6 @@ def load_msrvtt(root_or_json, video_dir=None):
                 )
             )
     report_skipped(os.fspath(root_or_json), skipped, "video", stacklevel=3)
+    if table is not None:
+        warn_unlisted(len(unlisted), split_file)
     return clips

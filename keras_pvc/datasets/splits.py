@@ -16,8 +16,16 @@ The rules, in order:
    and run and does not move when clips are added or removed; the sizes
    follow the standard proportions (60.9% / 5.1% / 34.0%) only roughly, so a
    very small dataset may get an empty val split.
+
+A dataset without a val split (YouCook2 without its validation subset, a
+split file listing none) gets one carved from its training clips by
+`carve_validation_split`: the `CARVED_VAL_FRACTION` (10%, at least 1) of the
+training clips with the lowest CRC-32 of `"val:" + clip_id`, so the same
+clips every run; with fewer than `MIN_CLIPS_TO_CARVE` (10) training clips
+none is carved.
 """
 
+import dataclasses
 import os
 import re
 import warnings
@@ -29,6 +37,11 @@ from keras_pvc.datasets.clip import SPLITS
 MSVD_TRAIN_END = 1200
 MSVD_VAL_END = 1300
 MSVD_TEST_END = 1970
+
+# `carve_validation_split`: the share of training clips moved to val, and the
+# fewest training clips from which one is carved.
+CARVED_VAL_FRACTION = 0.1
+MIN_CLIPS_TO_CARVE = 10
 
 _VID_PATTERN = re.compile(r"^vid(\d+)$")
 
@@ -187,8 +200,62 @@ def assign_splits(clip_ids, split_file=None, standard=None):
     return {clip_id: hash_split(clip_id) for clip_id in clip_ids}
 
 
+def read_split_table(split_file):
+    """`{clip_id: split}` from a TSV split file or an already-read dict."""
+    table = split_file if isinstance(split_file, dict) else read_split_file(split_file)
+    for clip_id, split in table.items():
+        if split not in SPLITS:
+            raise ValueError(f"Clip {clip_id!r}: unknown split {split!r}.")
+    return table
+
+
+def warn_unlisted(count, split_file):
+    """The warning of clips a split file does not list (they are dropped)."""
+    where = "" if isinstance(split_file, dict) else f" {os.fspath(split_file)}"
+    _warn_dropped(count, f"not listed in the split file{where}")
+
+
 def _warn_dropped(count, why):
     if count:
         warnings.warn(
             f"{count} clip{'s' if count != 1 else ''} {why}: dropped.", stacklevel=3
         )
+
+
+def carve_validation_split(
+    clips, fraction=CARVED_VAL_FRACTION, min_train_clips=MIN_CLIPS_TO_CARVE
+):
+    """Moves a deterministic share of training clips to val, when none is.
+
+    The clips moved are the `round(fraction * num_train)` (at least 1)
+    training clips with the lowest CRC-32 of `"val:" + clip_id`: a function
+    of the ids alone, so a rerun (or `--resume`) carves the same clips.
+
+    Args:
+        clips: list of `Clip`.
+        fraction: float. Share of the training clips to move.
+        min_train_clips: int. Carve nothing from fewer training clips.
+
+    Returns:
+        `(clips, carved_ids)`: the clips (new `Clip`s for the moved ones;
+        the input is not changed) and the sorted ids moved. Nothing is moved
+        (`carved_ids == []`) when a clip already has split `val` or there
+        are fewer than `min_train_clips` training clips.
+
+    Example:
+
+    >>> clips, carved = carve_validation_split(clips)  # doctest: +SKIP
+    """
+    train = [clip.clip_id for clip in clips if clip.split == "train"]
+    if any(clip.split == "val" for clip in clips) or len(train) < min_train_clips:
+        return list(clips), []
+    count = max(1, int(round(fraction * len(train))))
+    ranked = sorted(train, key=lambda clip_id: (zlib.crc32(f"val:{clip_id}".encode("utf-8")), clip_id))
+    carved = set(ranked[:count])
+    moved = [
+        dataclasses.replace(clip, split="val")
+        if clip.split == "train" and clip.clip_id in carved
+        else clip
+        for clip in clips
+    ]
+    return moved, sorted(carved)

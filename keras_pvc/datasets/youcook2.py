@@ -28,6 +28,8 @@ from keras_pvc.datasets.clip import DatasetError
 from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.datasets.clip import report_skipped
 from keras_pvc.datasets.msrvtt import read_json
+from keras_pvc.datasets.splits import read_split_table
+from keras_pvc.datasets.splits import warn_unlisted
 
 SUBSETS = {"training": "train", "validation": "val", "testing": "test"}
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".flv", ".m4v", ".mpg", ".mpeg")
@@ -76,7 +78,7 @@ def index_videos(video_dir):
     return {stem: path for stem, (_, path) in found.items()}
 
 
-def load_youcook2(annotations_json, video_dir=None):
+def load_youcook2(annotations_json, video_dir=None, split_file=None):
     """Loads YouCook2's annotated segments as a list of `Clip`s.
 
     Args:
@@ -84,6 +86,12 @@ def load_youcook2(annotations_json, video_dir=None):
             (the trainval file, or one with the test subset).
         video_dir: str, path-like or None. The raw videos' folder, searched
             as the module docstring says. None: no `video_path`.
+        split_file: str, path-like, dict or None. A TSV split file (see
+            `keras_pvc.datasets.splits.read_split_file`) that wins over the
+            json's subsets. A line names a segment (`GLd3aX16zBg_90_102`) or
+            a whole video (`GLd3aX16zBg`: all its segments; the segment's
+            line wins). Segments it does not list are dropped (with a
+            warning giving their count).
 
     Returns:
         A list of `Clip`, video by video in the json's order and segment by
@@ -107,6 +115,8 @@ def load_youcook2(annotations_json, video_dir=None):
         raise DatasetError(path, "not a YouCook2 annotation file (no 'database' object)")
     videos = index_videos(video_dir) if video_dir is not None else {}
 
+    table = read_split_table(split_file) if split_file is not None else None
+    unlisted = 0
     clips = []
     skipped_videos = 0
     skipped_segments = 0
@@ -121,7 +131,7 @@ def load_youcook2(annotations_json, video_dir=None):
             if isinstance(entry, dict)
             else None
         )
-        if split is None:
+        if split is None and table is None:
             skipped_videos += 1
             continue
         video_path = videos.get(youtube_id)
@@ -132,17 +142,26 @@ def load_youcook2(annotations_json, video_dir=None):
                 skipped_segments += 1
                 continue
             sentence, start, end = segment
+            clip_id = f"{youtube_id}_{_seconds_text(start)}_{_seconds_text(end)}"
+            clip_split = split
+            if table is not None:
+                clip_split = table.get(clip_id, table.get(youtube_id))
+                if clip_split is None:
+                    unlisted += 1
+                    continue
             clips.append(
                 Clip(
-                    clip_id=f"{youtube_id}_{_seconds_text(start)}_{_seconds_text(end)}",
+                    clip_id=clip_id,
                     references=[sentence],
-                    split=split,
+                    split=clip_split,
                     video_path=video_path,
                     start=start,
                     end=end,
                 )
             )
     report_skipped(path, bad_ids, "video", stacklevel=3)
+    if table is not None:
+        warn_unlisted(unlisted, split_file)
     if skipped_videos or skipped_segments:
         warnings.warn(
             f"{path}: skipped {skipped_videos} videos with an unknown subset and "

@@ -89,7 +89,10 @@ def evaluate_captions(
 
     Returns:
         dict. Metric name → float on coco-caption's scale (CIDEr 0.9, not
-        90); `"info"` → dict with `"METEOR-backend"` (None when omitted),
+        90); `"meteor_backend"` → `"meteor-1.5-jar"`, `"nltk-wordnet"`
+        (a different metric, printed "METEOR (nltk)"), absent when METEOR
+        is not computed; `"info"` →
+        dict with `"METEOR-backend"` (None when omitted),
         `"tokenizer"` and `"num_clips"`; with `per_clip`, `"per_clip"` →
         `{clip_id: {metric name: float}}`.
 
@@ -142,6 +145,9 @@ def evaluate_captions(
             tokenized_references, tokenized_predictions
         )
     result = {name: float(scores[name]) for name in selected if name in scores}
+    # Which METEOR this is (`meteor_label`: nltk's prints as "METEOR (nltk)").
+    if backend is not None:
+        result["meteor_backend"] = backend
     result["info"] = {
         "METEOR-backend": backend,
         "tokenizer": TOKENIZER_NAME,

@@ -9,6 +9,10 @@ import numpy as np
 
 METEOR_JAR_BACKEND = "meteor-1.5-jar"
 NLTK_BACKEND = "nltk-wordnet"
+# How each backend's score is named in tables: nltk's METEOR (WordNet
+# synonyms, no paraphrase table, its own parameters) is a different metric
+# from METEOR 1.5 and scores differently, so it never prints as "METEOR".
+METEOR_LABELS = {METEOR_JAR_BACKEND: "METEOR", NLTK_BACKEND: "METEOR (nltk)"}
 
 # Debian's `wordnet-base` + `wordnet-sense-index` install WordNet 3.0 here.
 DEBIAN_WORDNET_DIR = "/usr/share/wordnet"
@@ -129,6 +133,17 @@ def _meteor_with_nltk(references, predictions):
         dtype=np.float64,
     )
     return float(np.mean(per_clip)), per_clip
+
+
+def meteor_label(backend):
+    """The name a METEOR score of `backend` is printed under.
+
+    Example:
+
+    >>> meteor_label("nltk-wordnet")
+    'METEOR (nltk)'
+    """
+    return METEOR_LABELS.get(backend, "METEOR")
 
 
 def select_meteor_backend(backend="auto"):

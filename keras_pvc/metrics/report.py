@@ -4,6 +4,7 @@ import json
 
 from keras_pvc.metrics.evaluate import METRIC_NAMES
 from keras_pvc.metrics.evaluate import evaluate_captions
+from keras_pvc.metrics.meteor import meteor_label
 
 
 def _load_json(path, what):
@@ -62,7 +63,8 @@ def format_table(scores):
     Args:
         scores: dict. Metric name → float (coco-caption scale), e.g. from
             `evaluate_captions`; non-numeric entries are left out except the
-            METEOR backend, noted under the table.
+            METEOR backend, noted under the table; nltk's METEOR is
+            labelled "METEOR (nltk)" (`keras_pvc.metrics.meteor.meteor_label`).
 
     Returns:
         str.
@@ -80,11 +82,14 @@ def format_table(scores):
         name for name, value in scores.items()
         if name not in names and isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
-    lines = [f"{'metric':<8}  {'score':>6}", f"{'-' * 8}  {'-' * 6}"]
-    lines += [f"{name:<8}  {100.0 * scores[name]:>6.2f}" for name in names]
     info = scores.get("info") or {}
-    if info.get("METEOR-backend"):
-        lines.append(f"METEOR backend: {info['METEOR-backend']}")
+    backend = scores.get("meteor_backend") or info.get("METEOR-backend")
+    labels = {name: meteor_label(backend) if name == "METEOR" else name for name in names}
+    width = max([8] + [len(label) for label in labels.values()])
+    lines = [f"{'metric':<{width}}  {'score':>6}", f"{'-' * width}  {'-' * 6}"]
+    lines += [f"{labels[name]:<{width}}  {100.0 * scores[name]:>6.2f}" for name in names]
+    if backend:
+        lines.append(f"METEOR backend: {backend}")
     elif "METEOR" not in scores and "METEOR-backend" in info:
         lines.append("METEOR: not computed")
     return "\n".join(lines)
