@@ -438,8 +438,10 @@ except Exception as error:  # Reported by the test, after the comparison.
 
 # The same batch on 1 and 2 replicas. Sampling is made independent of how
 # the batch is split (Gumbel-max with noise from each video's features, the
-# step and the sample's index) and <eos>/<pad> are never sampled, so that
-# every replica averages over the same number of words.
+# step and the sample's index), and each sample ends with <eos> after its own
+# number of words (1 to max_length - 1), so the replicas hold different
+# numbers of words: the policy-gradient loss must be normalised by the
+# global word count for two replicas to make one device's update.
 original_decode = self_critical.decode
 
 def split_independent_decode(decoder, cache, max_length, seed_generator=None):
@@ -452,6 +454,8 @@ def split_independent_decode(decoder, cache, max_length, seed_generator=None):
     sample_key = ops.cast(ops.arange(rows) % 3, "float32")
     vocabulary = ops.cast(ops.arange(decoder.vocabulary_size), "float32")
     token_ids = ops.full((rows,), 2, "int32")
+    # Where each sample says <eos>: from the video and the sample's index.
+    stop_at = 1 + (ops.cast(ops.abs(video_key), "int32") + ops.arange(rows) % 3) % (max_length - 1)
     words = []
     for step in range(max_length):
         logits, cache = decoder.step(token_ids, cache)
@@ -463,6 +467,8 @@ def split_independent_decode(decoder, cache, max_length, seed_generator=None):
         banned = ops.logical_or(ops.equal(ids, EOS_ID), ops.equal(ids, PAD_ID))
         scores = ops.where(banned[None, :], -1e9, logits + gumbel)
         token_ids = ops.cast(ops.argmax(scores, axis=-1), "int32")
+        stop = ops.equal(step, stop_at)
+        token_ids = ops.where(stop, ops.full_like(token_ids, EOS_ID), token_ids)
         words.append(token_ids)
     return ops.stack(words, axis=1)
 

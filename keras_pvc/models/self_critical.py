@@ -79,13 +79,17 @@ def repeat_cache(cache, times):
     return tuple(ops.repeat(entry, times, axis=0) for entry in cache)
 
 
-def policy_gradient_loss(log_probs, token_ids, advantages):
+def policy_gradient_loss(log_probs, token_ids, advantages, num_words=None):
     """The REINFORCE loss: -(advantage) x log p, averaged over real words.
 
     Args:
         log_probs: float `(N, L, V)` log-softmax of the decoder.
         token_ids: int `(N, L)` the sampled words (padded after `<eos>`).
         advantages: float `(N,)` reward minus baseline (no gradient).
+        num_words: float or None. What to divide by: the words of these
+            samples (None), or under data parallelism the words of the
+            global batch (divided by the number of replicas, whose
+            gradients are summed), so N replicas make one device's update.
 
     Returns:
         A scalar loss.
@@ -95,7 +99,9 @@ def policy_gradient_loss(log_probs, token_ids, advantages):
     )[..., 0]
     mask = mask_after_eos(token_ids)
     advantages = ops.stop_gradient(ops.expand_dims(advantages, -1))
-    return -ops.sum(advantages * chosen * mask) / ops.maximum(ops.sum(mask), 1.0)
+    if num_words is None:
+        num_words = ops.sum(mask)
+    return -ops.sum(advantages * chosen * mask) / ops.maximum(num_words, 1.0)
 
 
 def sample_baselines(rewards, num_samples, baseline="greedy", greedy_rewards=None):
@@ -121,11 +127,16 @@ def sample_baselines(rewards, num_samples, baseline="greedy", greedy_rewards=Non
     return ops.reshape(others / (num_samples - 1), (-1,))
 
 
-def entropy(log_probs, token_ids):
-    """Mean entropy of the decoder's distributions over real sample words."""
+def entropy(log_probs, token_ids, num_words=None):
+    """Mean entropy of the decoder's distributions over real sample words.
+
+    `num_words` as in `policy_gradient_loss` (None: these samples' words).
+    """
     mask = mask_after_eos(token_ids)
     per_step = -ops.sum(ops.exp(log_probs) * log_probs, axis=-1)
-    return ops.sum(per_step * mask) / ops.maximum(ops.sum(mask), 1.0)
+    if num_words is None:
+        num_words = ops.sum(mask)
+    return ops.sum(per_step * mask) / ops.maximum(num_words, 1.0)
 
 
 class SelfCriticalConfig:
@@ -336,11 +347,15 @@ class SelfCriticalTrainer:
             training=False,
         )
         log_probs = ops.log_softmax(ops.cast(logits, "float32"), axis=-1)
-        loss = policy_gradient_loss(log_probs, samples, advantages)
-        mean_entropy = entropy(log_probs, samples)
+        num_replicas = _num_replicas()
+        # Normalised by the global batch's words: each replica's loss is
+        # divided by the replica count below and the gradients are summed.
+        global_words = _sum_over_replicas(ops.sum(mask_after_eos(samples)))
+        replica_words = global_words / num_replicas
+        loss = policy_gradient_loss(log_probs, samples, advantages, num_words=replica_words)
+        mean_entropy = entropy(log_probs, samples, num_words=replica_words)
         if config.entropy_weight:
             loss = loss - config.entropy_weight * mean_entropy
-        num_replicas = _num_replicas()
         if config.xe_weight:
             xe_inputs = {key: x[key] for key in model.backbone.input}
             predictions = model(xe_inputs, training=True)
@@ -475,6 +490,18 @@ def _current_values(scope, variables):
         value = scope.get_current_value(variable)
         values.append(variable.value if value is None else value)
     return values
+
+
+def _sum_over_replicas(value):
+    """`value` summed over the replicas of a `tf.distribute` strategy (else itself)."""
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
 
 
 def _num_replicas():
