@@ -119,10 +119,17 @@ def test_caption_command_on_a_features_run_matches_the_cached_features(
     # The CLI's frames -> recorded frame CNN -> model gives the caption of
     # the features `extract` cached (float16 there, so compare the captions
     # of a loaded model on both).
+    from keras_pvc.video import read_frames
+
     loaded = keras_pvc.from_preset(str(tmp_path / "run" / "model"))
+    extractor = loaded.backbone.build_feature_extractor()
     for clip in clips[:2]:
         cached = np.load(os.path.join(features, clip.clip_id + ".npy")).astype("float32")
         mask = np.load(os.path.join(features, clip.clip_id + ".mask.npy"))
+        # The run's recorded frame CNN is the ImageNet one `extract` used.
+        frames, _ = read_frames(clip.video_path, 3, size=(64, 64))
+        recomputed = np.asarray(extractor(frames[None].astype("float32")))[0]
+        np.testing.assert_allclose(recomputed, cached, rtol=2e-3, atol=2e-3)
         expected = loaded.generate({"features": cached[None], "frame_mask": mask[None]})
         assert captions[clip.video_path] == expected[0]
 
