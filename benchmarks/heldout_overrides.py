@@ -28,6 +28,10 @@ def main():
     parser.add_argument("--preset", default="regions")
     parser.add_argument("--overrides", default="{}", help="JSON object of preset knobs")
     parser.add_argument("--name", default="variant", help="run folder suffix")
+    parser.add_argument(
+        "--features-preset", default=None,
+        help="whose features folder to read (default: --preset's)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="/tmp/heldout_eval")
     parser.add_argument("--json", default=None)
@@ -39,7 +43,8 @@ def main():
     from keras_pvc.runs import train_run
 
     data = os.path.join(args.work, f"{args.renderer}_250_40_s{args.seed}")
-    features = os.path.join(args.work, f"features_{os.path.basename(data)}_{args.preset}")
+    features = os.path.join(args.work, f"features_{os.path.basename(data)}_{args.features_preset or args.preset}"
+    )
     run = os.path.join(args.work, f"run_{os.path.basename(data)}_{args.preset}_{args.name}")
     overrides = json.loads(args.overrides)
     started = time.time()
