@@ -18,6 +18,18 @@ work folder), e.g. the commit before BatchNorm recalibration:
     python benchmarks/heldout_eval.py --renderer sprites
     python benchmarks/heldout_eval.py --renderer sprites --code af30968 --json before.json
     python benchmarks/heldout_eval.py --renderer outlines --epochs 30 --seed 1
+
+`--preset NAME` trains that preset instead of `train`'s default. A preset
+that reads cached features (e.g. `regions`: EfficientNet-Lite0 region grids)
+first has them extracted into the work folder, timed apart:
+
+    python -m keras_pvc.cli extract --root DATA --out FEATURES --preset NAME
+    python -m keras_pvc.cli train ... --preset NAME --features FEATURES
+
+and the test clips are still captioned from their videos by `keras-pvc
+caption` (frames through the run's recorded frame CNN); the run's own
+`predictions.json` (the test split captioned from the cached features, as
+`train` scores it) is graded too, as a cross-check.
 """
 
 import argparse
@@ -72,6 +84,25 @@ def run_cli(code, arguments, log_path):
     return result.stdout, seconds
 
 
+def extract(code, data, preset, work):
+    """`keras-pvc extract` for a features preset: `(folder, seconds)`, or None.
+
+    Resumable: a rerun finds the clips done and only checks them.
+    """
+    from keras_pvc.presets import preset_config
+
+    if preset_config(preset)["input_kind"] != "features":
+        return None
+    features = os.path.join(work, f"features_{os.path.basename(data)}_{preset}")
+    _, seconds = run_cli(
+        code,
+        ["extract", "--dataset", "msvd", "--root", data, "--out", features,
+         "--preset", preset, "--silent"],
+        features + ".extract.log",
+    )
+    return features, seconds
+
+
 def caption(code, data, run, clip_ids, name):
     """`keras-pvc caption` on clips' videos: `({clip_id: caption}, seconds)`."""
     videos = [os.path.join(data, "YouTubeClips", clip_id + ".avi") for clip_id in clip_ids]
@@ -89,6 +120,11 @@ def main():
     parser.add_argument("--num-frames", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="data seed and --seed of train")
     parser.add_argument("--epochs", type=int, default=None, help="cut the preset's epochs")
+    parser.add_argument(
+        "--preset", default=None,
+        help="train this preset (default: whatever `train` picks); a features "
+        "preset gets its features extracted into the work folder first",
+    )
     parser.add_argument("--code", default=None, help="a git revision whose CLI to run")
     parser.add_argument(
         "--grade-train", type=int, default=100,
@@ -112,8 +148,18 @@ def main():
     generate(args.renderer, data, args.num_clips, args.num_frames, args.seed)
     generate_seconds = time.time() - started
     code = code_tree(args.code, args.work)
-    run = os.path.join(args.work, f"run_{os.path.basename(data)}_{args.code or 'tree'}")
+    tag = args.code or "tree"
+    if args.preset:
+        tag += f"_{args.preset}"
+    run = os.path.join(args.work, f"run_{os.path.basename(data)}_{tag}")
     train = ["train", "--dataset", "msvd", "--root", data, "--out", run, "--seed", str(args.seed)]
+    extract_seconds = None
+    if args.preset:
+        train += ["--preset", args.preset]
+        features = extract(code, data, args.preset, args.work)
+        if features is not None:
+            features, extract_seconds = features
+            train += ["--features", features]
     if args.epochs is not None:
         train += ["--epochs", str(args.epochs)]
     if args.reuse and os.path.exists(os.path.join(run, "metrics.json")):
@@ -137,11 +183,18 @@ def main():
         train_grades = grade_captions(scenes, train_predictions)
     with open(os.path.join(run, "metrics.json")) as handle:
         metrics = json.load(handle)
+    with open(os.path.join(run, "predictions.json")) as handle:
+        run_grades = grade_captions(scenes, json.load(handle))
 
     print(f"{args.renderer}: {args.num_clips} clips (seed {args.seed}), code "
-          f"{args.code or 'working tree'}; train {train_seconds:.0f} s, caption "
-          f"{len(test)} test clips {caption_seconds:.0f} s")
+          f"{args.code or 'working tree'}, preset {metrics.get('preset')}; "
+          + (f"extract {extract_seconds:.0f} s, " if extract_seconds is not None else "")
+          + f"train {train_seconds:.0f} s, caption {len(test)} test clips "
+          f"{caption_seconds:.0f} s")
+    print("test clips, `keras-pvc caption` on their videos:")
     print(format_grades(grades))
+    print("test clips, the run's predictions.json (as `train` scored them):")
+    print(format_grades(run_grades))
     if train_grades is not None:
         print(f"the first {args.grade_train} training clips:")
         print(format_grades(train_grades))
@@ -156,12 +209,15 @@ def main():
         "num_frames": args.num_frames,
         "seed": args.seed,
         "epochs": metrics.get("epochs"),
+        "preset": metrics.get("preset"),
+        "extract_seconds": None if extract_seconds is None else round(extract_seconds, 1),
         "code": args.code or "working tree",
         "commands": {"train": train, "caption": "caption <test videos> --model RUN --json"},
         "generate_seconds": round(generate_seconds, 1),
         "train_seconds": round(train_seconds, 1),
         "caption_seconds": round(caption_seconds, 1),
         "grades": {k: v for k, v in grades.items() if k != "per_clip"},
+        "run_predictions_grades": {k: v for k, v in run_grades.items() if k != "per_clip"},
         "train_grades": None if train_grades is None else {
             k: v for k, v in train_grades.items() if k != "per_clip"
         },

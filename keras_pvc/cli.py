@@ -87,6 +87,20 @@ def cmd_train(args):
         features_dir=args.features,
         video_dir=args.video_dir,
     )
+    from keras_pvc.presets import preset_config
+    from keras_pvc.runs import default_preset
+    from keras_pvc.runs import prepare_features
+
+    preset = args.preset or default_preset(args.dataset, args.root)
+    features_dir = args.features
+    if preset_config(preset)["input_kind"] == "features":
+        # Features are made here when the preset knows its frame CNN: into
+        # the run folder by default, reused (and resumed) by the next run.
+        if features_dir is None:
+            features_dir = os.path.join(args.out, "features")
+        prepare_features(
+            clips, preset_config(preset), features_dir, always=args.features is None
+        )
     overrides = {}
     if args.no_graph:
         overrides["graph"] = None
@@ -102,12 +116,12 @@ def cmd_train(args):
     train_run(
         clips,
         args.out,
-        preset=args.preset,
+        preset=preset,
         overrides=overrides,
         epochs=args.epochs,
         rl_epochs=args.rl_epochs,
         rl_options=rl_options,
-        features_dir=args.features,
+        features_dir=features_dir,
         seed=args.seed,
         resume=args.resume,
         init_weights=args.init_weights,
@@ -298,7 +312,12 @@ def build_parser():
     train.add_argument("--split-file", help="TSV clip_id<TAB>train|val|test (wins)")
     train.add_argument("--features", help="cached features from `keras-pvc extract`")
     train.add_argument("--video-dir", help="video folder, if not the dataset's default")
-    train.add_argument("--preset", default="procedural", help="a preset name")
+    train.add_argument(
+        "--preset",
+        help="a preset name (default: `procedural` for the embedded generator's "
+        "folders, else `regions`: EfficientNet-Lite0 features extracted into "
+        "<out>/features or --features, cached and resumable)",
+    )
     train.add_argument("--out", required=True, help="run folder")
     train.add_argument("--epochs", type=int, help="cross-entropy epochs (default: preset's)")
     train.add_argument("--rl-epochs", type=int, default=0, help="self-critical epochs after XE")

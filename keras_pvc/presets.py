@@ -67,6 +67,41 @@ PRESETS = {
         "min_word_count": 1,
         "checkpoint_every": 10,
     },
+    "regions": {
+        "description": (
+            "For a user's own folder of hundreds to thousands of clips: "
+            "ImageNet EfficientNet-Lite0 (frozen, offline) 7x7 region grids "
+            "of 8 frames, cached by `keras-pvc train` itself (or `keras-pvc "
+            "extract`), the msvd preset's grid+learned spatial graph and "
+            "attention decoder cut to hidden 256, dropout 0.3, cosine "
+            "learning-rate decay. What `keras-pvc train` picks for a folder "
+            "that is not a procedural dataset (issue 15)."
+        ),
+        "input_kind": "features",
+        "input_shape": (49, 1280),
+        "frame_cnn": {
+            "backbone": "efficientnet_lite0",
+            "backbone_weights": "imagenet",
+            "output": "regions",
+            "trainable_backbone": False,
+        },
+        "frame_size": (224, 224),
+        "graph": {"units": 256, "adjacency": "both", "pooling": "attention"},
+        "hidden_dim": 256,
+        "encoder_layers": 1,
+        "embedding_dim": 256,
+        "attention": True,
+        "dropout": 0.3,
+        "vocabulary_size": 3000,
+        "caption_length": 20,
+        "num_frames": 8,
+        "batch_size": 32,
+        "epochs": 40,
+        "learning_rate": 1e-3,
+        "lr_schedule": "cosine",
+        "restore_best_weights": True,
+        "checkpoint_every": 10,
+    },
     "s2vt": {
         "description": (
             "S2VT-shaped baseline (Venugopalan et al., 2015): the seed's "

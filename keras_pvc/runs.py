@@ -82,6 +82,69 @@ def check_features(features_dir, config):
         )
 
 
+def default_preset(dataset, root):
+    """The preset `keras-pvc train` picks when given none.
+
+    `procedural` for a folder written by the embedded generator (`keras-pvc
+    demo`'s data, what that preset was tuned on); for any other folder
+    `regions`: pretrained EfficientNet-Lite0 region features, which hold on
+    data the project never saw where the from-scratch CNN does not (issue
+    15; `benchmarks/heldout_eval.py --preset regions`).
+    """
+    if dataset == "msvd" and _is_procedural(root):
+        return "procedural"
+    return "regions"
+
+
+def _is_procedural(root):
+    import json
+
+    from keras_pvc.datasets.procedural import GENERATOR
+
+    path = os.path.join(root, "metadata.json")
+    if not os.path.isfile(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as handle:
+            metadata = json.load(handle)
+    except (OSError, ValueError):
+        return False
+    return isinstance(metadata, dict) and metadata.get("generator") == GENERATOR
+
+
+def prepare_features(clips, config, features_dir, always=True, verbose=1):
+    """Extracts a features preset's features of `clips` into `features_dir`.
+
+    Runs `keras_pvc.extract.extract_features` with the preset's frame CNN,
+    frame count and frame size: clips already there are skipped, so an
+    interrupted `train` resumes its extraction and the next run reuses it.
+    With `always=False` a folder whose manifest says it is complete is left
+    alone (features a user extracted with settings of their own).
+
+    Returns:
+        The `ExtractionReport`, or None when nothing was run.
+    """
+    from keras_pvc.extract import extract_features
+    from keras_pvc.extract import read_manifest
+    from keras_pvc.layers import FrameCNN
+
+    if config["input_kind"] != "features" or not config.get("frame_cnn"):
+        return None
+    manifest = read_manifest(features_dir) if os.path.isdir(features_dir) else None
+    if not always and manifest is not None and manifest.get("status") != "running":
+        return None
+    if verbose:
+        print(f"Extracting frame-CNN features into {features_dir} (cached, resumable)")
+    return extract_features(
+        clips,
+        features_dir,
+        FrameCNN(**config["frame_cnn"], name="frame_cnn"),
+        num_frames=config["num_frames"],
+        frame_size=tuple(config["frame_size"]),
+        verbose=verbose,
+    )
+
+
 def relation_clip_ids(data_root):
     """Procedural clips whose captions state a relation between two shapes
     (an empty set for a folder that is not a procedural dataset)."""

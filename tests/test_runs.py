@@ -42,7 +42,7 @@ def test_cli_help_is_fast_and_lists_commands():
     for command in ("demo", "train", "extract", "evaluate", "caption", "report"):
         assert command in out.stdout
     args = build_parser().parse_args(["train", "--root", "r", "--out", "o", "--rl-epochs", "2"])
-    assert args.rl_epochs == 2 and args.preset == "procedural"
+    assert args.rl_epochs == 2 and args.preset is None  # `default_preset` picks
 
 
 def test_train_run_rejects_an_unknown_schedule(procedural_root, tmp_path):
