@@ -78,8 +78,15 @@ def cmd_train(args):
     from keras_pvc.runs import relation_clip_ids
     from keras_pvc.runs import train_run
 
+    from keras_pvc.presets import preset_config
+    from keras_pvc.runs import default_preset
+    from keras_pvc.runs import prepare_features
+
+    # No --preset: `procedural` for the embedded generator's folders, else
+    # the pretrained-features preset (`runs.default_preset`).
+    preset = args.preset or default_preset(args.dataset, args.root)
     # Checked before the dataset is read: a typo fails at once.
-    set_overrides = parse_set_options(args.set, args.preset)
+    set_overrides = parse_set_options(args.set, preset)
     clips = load_dataset_clips(
         args.dataset,
         args.root,
@@ -87,20 +94,14 @@ def cmd_train(args):
         features_dir=args.features,
         video_dir=args.video_dir,
     )
-    from keras_pvc.presets import preset_config
-    from keras_pvc.runs import default_preset
-    from keras_pvc.runs import prepare_features
-
-    preset = args.preset or default_preset(args.dataset, args.root)
     features_dir = args.features
-    if preset_config(preset)["input_kind"] == "features":
+    config = preset_config(preset, **set_overrides)
+    if config["input_kind"] == "features":
         # Features are made here when the preset knows its frame CNN: into
         # the run folder by default, reused (and resumed) by the next run.
         if features_dir is None:
             features_dir = os.path.join(args.out, "features")
-        prepare_features(
-            clips, preset_config(preset), features_dir, always=args.features is None
-        )
+        prepare_features(clips, config, features_dir, always=args.features is None)
     overrides = {}
     if args.no_graph:
         overrides["graph"] = None

@@ -100,6 +100,7 @@ PRESETS = {
         "learning_rate": 1e-3,
         "lr_schedule": "cosine",
         "restore_best_weights": True,
+        "min_word_count": 1,
         "checkpoint_every": 10,
     },
     "s2vt": {

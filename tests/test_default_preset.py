@@ -150,3 +150,13 @@ def test_train_extracts_features_into_the_run_and_reuses_them(sprites_root, tmp_
     assert main(["train", "--root", sprites_root, "--out", str(run), "--epochs", "0"]) == 0
     manifest = read_manifest(str(run / "features"))
     assert manifest["counts"] == dict(manifest["counts"], extracted=0, skipped_existing=10)
+
+
+def test_every_preset_has_every_knob():
+    # `--set KEY=VALUE` and `preset_config` accept a preset's own keys only:
+    # a knob missing from one preset (min_word_count once was) cannot be set.
+    from keras_pvc.presets import PRESETS
+
+    knobs = {name: set(config) for name, config in PRESETS.items()}
+    every = set.union(*knobs.values())
+    assert {name: every - keys for name, keys in knobs.items()} == {n: set() for n in knobs}
