@@ -110,7 +110,6 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
 
     from keras_pvc.models.video_captioner_preprocessor import BOS_ID
     from keras_pvc.models.video_captioner_preprocessor import EOS_ID
-    from keras_pvc.models.video_captioner_preprocessor import PAD_ID
 
     backbone = model.backbone
     video = np.asarray(frames, "float32")[None]
@@ -122,9 +121,12 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
     generated = np.asarray(
         ops.convert_to_numpy(model.generate_ids(inputs, sampler))
     )[0]
+    # Every word up to <eos>, as `generate` reads them: an untrained model
+    # may emit <pad> mid-caption, which the caption drops (detokenize) and
+    # the attention rows keep.
     ids = []
     for token in generated:
-        if int(token) in (EOS_ID, PAD_ID):
+        if int(token) == EOS_ID:
             break
         ids.append(int(token))
     ids = np.asarray(ids, "int32")
