@@ -117,7 +117,16 @@ def _metrics_section(summary):
         if isinstance(info, dict) and info:
             details = ", ".join(f"{key}: {value}" for key, value in info.items())
             notes.append(f"{subset}: {details}")
-    header = "".join(f"<th>{key}</th>" for key in METRIC_KEYS)
+    # nltk's METEOR (no Java) is another metric than METEOR 1.5: say which.
+    from keras_pvc.metrics.meteor import meteor_label
+
+    backends = {
+        s.get("meteor_backend") for s in results.values() if isinstance(s, dict)
+    } - {None}
+    names = {key: key for key in METRIC_KEYS}
+    if len(backends) == 1:
+        names["METEOR"] = meteor_label(backends.pop())
+    header = "".join(f"<th>{html.escape(names[key])}</th>" for key in METRIC_KEYS)
     table = (
         f"<table id='metrics'><thead><tr><th>subset</th>{header}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"

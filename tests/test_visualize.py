@@ -233,10 +233,8 @@ def test_report_without_model_or_history(tmp_path):
     assert "43.2" in page and "No clips" in page and "No loss curves" in page
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
-def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
-    run_dir, _ = tiny_run
-    report = write_report(run_dir, out_path=str(tmp_path / "report.html"), num_clips=2)
+def _screenshot(report, tmp_path):
+    """Headless Chromium's screenshot of `report`, as RGB."""
     screenshot = tmp_path / "screenshot.png"
     subprocess.run(
         [
@@ -251,7 +249,14 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
         timeout=120,
         capture_output=True,
     )
-    image = read_png_rgb(str(screenshot))
+    return read_png_rgb(str(screenshot))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    run_dir, _ = tiny_run
+    report = write_report(run_dir, out_path=str(tmp_path / "report.html"), num_clips=2)
+    image = _screenshot(report, tmp_path)
     assert image.std() > 20, "blank screenshot"
     # The header bar, in the page's accent colour, spans the top.
     header = np.array([int(HEADER_COLOR[i : i + 2], 16) for i in (1, 3, 5)])
@@ -283,17 +288,35 @@ def test_report_of_a_train_run_without_data(tiny_run, tmp_path):
         assert html.escape(clip.references[0]) in page
 
 
-def test_report_of_a_features_run(tmp_path):
+def _features_run(tmp_path):
+    """A train run of a features preset: model/, predictions, nltk METEOR."""
     config = preset_config(
-        "s2vt", vocabulary=VideoCaptionerPreprocessor.build_vocabulary(["a b c"]), input_shape=(6,), hidden_dim=4,
-        embedding_dim=4, caption_length=5, num_frames=3,
+        "s2vt", vocabulary=VideoCaptionerPreprocessor.build_vocabulary(["a b c"]),
+        input_shape=(6,), hidden_dim=4, embedding_dim=4, caption_length=5, num_frames=3,
     )
     run_dir = tmp_path / "run"
     (run_dir / "data").mkdir(parents=True)
     build_video_captioner(config).save_to_preset(str(run_dir / "model"))
     with open(run_dir / "predictions.json", "w") as handle:
         json.dump({"clip_0_1": "a b c"}, handle)
-    with open(write_report(run_dir), encoding="utf-8") as handle:
+    with open(run_dir / "metrics.json", "w") as handle:
+        json.dump({"metrics": {"all": dict(METRICS, meteor_backend="nltk-wordnet")}}, handle)
+    return write_report(run_dir)
+
+
+def test_report_of_a_features_run(tmp_path):
+    with open(_features_run(tmp_path), encoding="utf-8") as handle:
         page = handle.read()
     assert "Captions only: the model reads cached features" in page
     assert "a b c" in page and "clip_0_1" in page
+    # nltk's METEOR is not METEOR 1.5: the table says which it is.
+    assert "<th>METEOR (nltk)</th>" in page and "<th>METEOR</th>" not in page
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+def test_features_run_report_renders_in_headless_chromium(tmp_path):
+    image = _screenshot(_features_run(tmp_path), tmp_path)
+    assert image.std() > 20, "blank screenshot"
+    header = np.array([int(HEADER_COLOR[i : i + 2], 16) for i in (1, 3, 5)])
+    top = image[5:40, 50:500].reshape(-1, 3).astype(int)
+    assert np.mean(np.all(np.abs(top - header) <= 6, axis=-1)) > 0.5
