@@ -32,6 +32,28 @@ CORPUS_HEADER = (
 )
 
 
+def scene_references(scene, rng, templates, shape_synonyms):
+    """A scene's references: each of its templates once, shape synonyms drawn.
+
+    `templates` maps a motion (one-object scenes) or a relation (two-object
+    scenes) to format strings with `{a}` (the mover; also `{n}`) and `{b}`
+    (the other object); `shape_synonyms` maps a shape to its words.
+    """
+
+    def name(color, shape):
+        synonyms = shape_synonyms[shape]
+        return f"{color} {synonyms[rng.integers(len(synonyms))]}"
+
+    key = scene["motion"] if scene["type"] == "single" else scene["relation"]
+    mover = scene["mover"]
+    captions = []
+    for template in templates[key]:
+        a = name(mover["color"], mover["shape"])
+        b = name(scene["other"]["color"], scene["other"]["shape"]) if "other" in scene else ""
+        captions.append(template.format(n=a, a=a, b=b))
+    return [captions[i] for i in rng.permutation(len(captions))]
+
+
 def write_avi(path, frames, fps):
     """Writes RGB uint8 frames `(T, H, W, 3)` to an MJPG `.avi` file."""
     height, width = frames.shape[1:3]

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from keras_pvc.datasets.heldout import attributes
+from keras_pvc.datasets.heldout.layout import scene_references
 from keras_pvc.datasets.heldout.layout import write_dataset
 
 GENERATOR = "keras_pvc.heldout.outlines"
@@ -96,21 +97,9 @@ TEMPLATES = {
 }
 
 
-def _name(rng, color, shape):
-    synonyms = SHAPE_SYNONYMS[shape]
-    return f"{color} {synonyms[rng.integers(len(synonyms))]}"
-
-
 def references(scene, rng):
     """Six references, each template once, shape synonyms drawn."""
-    key = scene["motion"] if scene["type"] == "single" else scene["relation"]
-    mover = scene["mover"]
-    captions = []
-    for template in TEMPLATES[key]:
-        a = _name(rng, mover["color"], mover["shape"])
-        b = _name(rng, scene["other"]["color"], scene["other"]["shape"]) if "other" in scene else ""
-        captions.append(template.format(n=a, a=a, b=b))
-    return [captions[i] for i in rng.permutation(len(captions))]
+    return scene_references(scene, rng, TEMPLATES, SHAPE_SYNONYMS)
 
 
 def _fits(point, reach, margin=3.0):
