@@ -1,6 +1,6 @@
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Tests import keras before keras_pvc; run them with the kernels the
-# package turns on (keras_pvc/__init__.py).
+# Run the tests with the oneDNN kernels the `keras-pvc` CLI turns on
+# (keras_pvc/cli.py `_speed_defaults`; importing keras_pvc sets nothing).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
