@@ -228,6 +228,7 @@ def build_video_captioner(config):
     """Builds (and compiles) a `VideoCaptioner` from a dict of knobs."""
     from keras_pvc.layers import CaptionDecoder
     from keras_pvc.layers import FrameCNN
+    from keras_pvc.layers import MotionTracks
     from keras_pvc.layers import SpatialGraphConv
     from keras_pvc.layers import TemporalLSTMEncoder
     from keras_pvc.models import VideoCaptioner
@@ -239,9 +240,17 @@ def build_video_captioner(config):
         frame_cnn = FrameCNN(**config["frame_cnn"], name="frame_cnn")
     graph = None
     if config.get("graph"):
+        graph_knobs = dict(config["graph"])
+        tracks = graph_knobs.pop("motion_tracks", None)
         graph = SpatialGraphConv(
-            dropout=config["dropout"], **config["graph"], name="spatial_graph"
+            dropout=config["dropout"], **graph_knobs, name="spatial_graph"
         )
+        if tracks:
+            # `motion_tracks: True` or a dict of MotionTracks' knobs.
+            graph = MotionTracks(
+                graph, **(tracks if isinstance(tracks, dict) else {}),
+                name="motion_tracks",
+            )
     backbone = VideoCaptionerBackbone(
         frame_cnn=frame_cnn,
         spatial_graph=graph,

@@ -3,6 +3,7 @@
 from keras_pvc.layers.caption_decoder import CaptionDecoder
 from keras_pvc.layers.fast_lstm import FastLSTM
 from keras_pvc.layers.frame_cnn import FrameCNN
+from keras_pvc.layers.motion_tracks import MotionTracks
 from keras_pvc.layers.spatial_graph_conv import SpatialGraphConv
 from keras_pvc.layers.spatial_graph_conv import grid_adjacency
 from keras_pvc.layers.temporal_lstm_encoder import TemporalLSTMEncoder
@@ -11,6 +12,7 @@ __all__ = [
     "CaptionDecoder",
     "FastLSTM",
     "FrameCNN",
+    "MotionTracks",
     "SpatialGraphConv",
     "TemporalLSTMEncoder",
     "grid_adjacency",

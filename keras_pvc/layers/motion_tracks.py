@@ -1,0 +1,152 @@
+import keras
+import numpy as np
+from keras import ops
+
+
+def track_geometry(nodes, grid_shape, temperature=4.0):
+    """Where a clip changes, and where it stands out, frame by frame.
+
+    Two parameter-free saliency maps over the `N` regions of every frame,
+    each read out as a soft-argmax (Finn et al.'s spatial soft-argmax, with
+    fixed rather than learned scores):
+
+    - *change*: how far a region's features are from that region's mean over
+      the clip's frames — what moves, grows or shrinks;
+    - *contrast*: how far a region's features are from the frame's mean over
+      regions — what stands out from the background, moving or not.
+
+    For each map: the weighted `(x, y)` (coordinates in [-1, 1]), the spread
+    `sum w |p - centroid|^2`, and the map's mean (how much changes or stands
+    out), 4 numbers per map and frame. All-zero frames (padding) are left out
+    of the clip's mean and get zeros.
+
+    Args:
+        nodes: float tensor `(B, T, N, C)`.
+        grid_shape: `(height, width)` of the regions, `height * width == N`.
+        temperature: float. Sharpness of the soft-argmax over the saliency
+            (each map is divided by its clip-wide mean first, so the scale
+            of the features does not matter).
+
+    Returns:
+        float tensor `(B, T, 8)`: change `(x, y, spread, mass)` then contrast
+        `(x, y, spread, mass)`.
+    """
+    height, width = grid_shape
+    rows, cols = np.meshgrid(
+        np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij"
+    )
+    coords = ops.convert_to_tensor(
+        np.stack([cols.reshape(-1), rows.reshape(-1)], -1).astype("float32")
+    )
+    nodes = ops.cast(nodes, "float32")
+    # (B, T, 1, 1): 1 for real frames, 0 for all-zero padding frames.
+    valid = ops.cast(ops.max(ops.abs(nodes), axis=(2, 3), keepdims=True) > 0, "float32")
+    count = ops.maximum(ops.sum(valid, axis=1, keepdims=True), 1.0)
+    clip_mean = ops.sum(nodes * valid, axis=1, keepdims=True) / count
+    frame_mean = ops.mean(nodes, axis=2, keepdims=True)
+    parts = []
+    for reference in (clip_mean, frame_mean):
+        distance = ops.sqrt(ops.sum(ops.square(nodes - reference), axis=-1) + 1e-6)
+        distance = distance * valid[..., 0]  # (B, T, N)
+        scale = ops.sum(distance, axis=(1, 2), keepdims=True) / (
+            count[..., 0] * ops.cast(ops.shape(nodes)[2], "float32")
+        )
+        saliency = distance / (scale + 1e-6)
+        weights = ops.softmax(temperature * saliency, axis=-1)
+        centroid = ops.matmul(weights, coords)  # (B, T, 2)
+        offsets = ops.expand_dims(coords, 0) - ops.expand_dims(centroid, -2)
+        spread = ops.sum(weights * ops.sum(ops.square(offsets), -1), -1, keepdims=True)
+        mass = ops.mean(saliency, axis=-1, keepdims=True)
+        parts += [centroid, spread, mass]
+    return ops.concatenate(parts, axis=-1) * valid[..., 0, :]
+
+
+@keras.saving.register_keras_serializable(package="keras_pvc")
+class MotionTracks(keras.layers.Layer):
+    """A spatial graph's output, plus where the clip changes and stands out.
+
+    Wraps any spatial graph layer (`SpatialGraphConv` or another with its
+    contract, `(B, T, N, C)` -> `(B, T, D)`) and appends, for every frame,
+    eight parameter-free numbers (`track_geometry`): the soft-argmax position,
+    spread and strength of the regions that change over the clip (what moves,
+    grows or shrinks) and of the regions that stand out from their frame
+    (the objects, moving or not). A temporal encoder reads motion from these
+    few numbers instead of having to learn it from thousands of feature
+    channels, which on a few hundred clips it memorises instead (issue 15:
+    motion words on held-out renderers). This is a motion stream beside the
+    appearance stream, as two-stream video networks keep one, with fixed
+    saliency in place of optical flow.
+
+    **Input**: region features `(B, T, N, C)`. **Output**: `(B, T, D + 8)`.
+
+    Args:
+        graph: layer or layer config. The spatial graph whose output the
+            tracks are appended to.
+        grid_shape: `(height, width)`, or None for a square grid.
+        temperature: float. Sharpness of the soft-argmaxes.
+        scale: float. Factor on the eight numbers (positions are in
+            [-1, 1]; the graph's features are larger).
+        **kwargs: Standard layer arguments.
+
+    Example:
+    ```python
+    regions = np.random.rand(2, 8, 49, 32).astype("float32")
+    tracks = MotionTracks(SpatialGraphConv(32, num_layers=0, pooling="mean"))
+    tracks(regions).shape  # (2, 8, 40)
+    ```
+    """
+
+    def __init__(self, graph, grid_shape=None, temperature=4.0, scale=3.0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(graph, keras.layers.Layer):
+            graph = keras.layers.deserialize(graph)
+        self.graph = graph
+        self.grid_shape = tuple(grid_shape) if grid_shape else None
+        self.temperature = float(temperature)
+        self.scale = float(scale)
+
+    def _grid(self, num_regions):
+        if self.grid_shape is not None:
+            height, width = self.grid_shape
+        else:
+            side = int(round(num_regions**0.5))
+            height, width = side, side
+        if height * width != num_regions:
+            raise ValueError(
+                f"MotionTracks: {num_regions} regions do not fill a grid of "
+                f"{height}x{width}; pass `grid_shape=(height, width)`."
+            )
+        return height, width
+
+    def build(self, nodes_shape):
+        self._grid(nodes_shape[-2])
+        # A graph deserialized from a config with its build config is built.
+        if not self.graph.built:
+            self.graph.build(nodes_shape)
+
+    def call(self, nodes, training=None):
+        pooled = self.graph(nodes, training=training)
+        tracks = track_geometry(nodes, self._grid(nodes.shape[-2]), self.temperature)
+        return ops.concatenate(
+            [pooled, ops.cast(tracks * self.scale, pooled.dtype)], axis=-1
+        )
+
+    @property
+    def output_dim(self):
+        return getattr(self.graph, "output_dim", self.graph.units) + 8
+
+    def compute_output_shape(self, nodes_shape):
+        inner = self.graph.compute_output_shape(nodes_shape)
+        return tuple(inner[:-1]) + (inner[-1] + 8,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "graph": keras.layers.serialize(self.graph),
+                "grid_shape": list(self.grid_shape) if self.grid_shape else None,
+                "temperature": self.temperature,
+                "scale": self.scale,
+            }
+        )
+        return config
