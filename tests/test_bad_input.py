@@ -542,6 +542,47 @@ def test_an_intact_preset_still_loads(saved_preset):
     assert model.preprocessor.vocabulary_size == model.backbone.caption_decoder.vocabulary_size
 
 
+def test_file_errors_share_one_base_and_carry_the_path(tmp_path):
+    """PresetError, DatasetError and VideoReadError, raised by the real
+    loaders, are all FileErrors (and ValueErrors) with `.path`/`.reason`, and
+    survive pickling (multiprocessing workers raise them across processes)."""
+    import pickle
+
+    import keras_pvc
+    from keras_pvc.datasets.msvd import read_video_corpus
+    from keras_pvc.errors import FileError
+    from keras_pvc.presets import PresetError
+    from keras_pvc.video import VideoReadError
+    from keras_pvc.video import read_frames
+
+    corpus = tmp_path / "video_corpus.csv"
+    corpus.write_text("just,a,header\n")
+    (tmp_path / "empty_preset").mkdir()
+    cases = [
+        (lambda: read_video_corpus(corpus), DatasetError, str(corpus)),
+        (
+            lambda: keras_pvc.from_preset(str(tmp_path / "empty_preset")),
+            PresetError,
+            os.path.join(str(tmp_path / "empty_preset"), "config.json"),
+        ),
+        (lambda: read_frames(str(tmp_path / "none.mp4"), 4), VideoReadError, str(tmp_path / "none.mp4")),
+    ]
+    for load, error_type, path in cases:
+        with pytest.raises(FileError) as info:
+            load()
+        error = info.value
+        assert type(error) is error_type
+        assert isinstance(error, ValueError)
+        assert error.path == path
+        assert path in str(error) and error.reason in str(error)
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is error_type
+        assert (copy.path, copy.reason, str(copy)) == (error.path, error.reason, str(error))
+    # The two subclasses are unrelated siblings, as before.
+    assert not issubclass(PresetError, DatasetError)
+    assert not issubclass(DatasetError, PresetError)
+
+
 # --- Row 8: fit on a dict of numpy arrays shuffles ---------------------------
 
 
