@@ -16,6 +16,7 @@ from keras_pvc.datasets.clip import DatasetError
 from keras_pvc.datasets.clip import DatasetWarning
 from keras_pvc.datasets.clip import clip_file
 from keras_pvc.datasets.clip import clip_id_problem
+from keras_pvc.datasets.msvd import CORPUS_HEADER
 
 # Training goes through VideoCaptioner.train_step, which is TensorFlow-only
 # until the JAX/torch port of keras_pvc/models/video_captioner.py lands.
@@ -25,14 +26,11 @@ tensorflow_training = pytest.mark.skipif(
     "video_captioner.py (another engineer) lands",
 )
 
-HEADER = ["VideoID", "Start", "End", "WorkerID", "Source", "AnnotationTime",
-          "Language", "Description"]
-
 
 def write_csv(path, rows):
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(HEADER)
+        writer.writerow(CORPUS_HEADER)
         for video_id, start, end, language, description in rows:
             writer.writerow([video_id, start, end, 1, "clean", 10, language, description])
 
