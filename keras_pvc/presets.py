@@ -11,26 +11,20 @@ import importlib
 import json
 import os
 
+from keras_pvc.errors import FileError
+
 # The files `from_preset` needs in a preset folder (`save_to_preset` writes
 # them, with `task.json` and `metadata.json`).
 PRESET_FILES = ("config.json", "preprocessor.json", "model.weights.h5")
 
 
-class PresetError(ValueError):
+class PresetError(FileError):
     """A preset folder cannot be loaded; the message names the file and why.
 
     Args:
         path: str. The file (or folder) at fault.
         reason: str. What is wrong, the root cause first.
     """
-
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.reason))
 
 PRESETS = {
     "msvd": {

@@ -11,6 +11,8 @@ import os
 import cv2
 import numpy as np
 
+from keras_pvc.errors import FileError
+
 # Decoding methods of `read_frames`.
 METHODS = ("auto", "grab", "seek")
 
@@ -42,7 +44,7 @@ MIN_VIDEO_FRAMES = 2
 MIN_PEAK_BRIGHTNESS = 10
 
 
-class VideoReadError(ValueError):
+class VideoReadError(FileError):
     """A video file could not be read.
 
     Args:
@@ -54,14 +56,8 @@ class VideoReadError(ValueError):
         reason: str. What went wrong.
     """
 
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"Cannot read video {self.path!r}: {reason}")
-
-    def __reduce__(self):
-        # Picklable (multiprocessing workers raise it across processes).
-        return (type(self), (self.path, self.reason))
+    def _message(self):
+        return f"Cannot read video {self.path!r}: {self.reason}"
 
 
 def _open(path):

@@ -16,6 +16,7 @@ from keras_pvc.datasets.clip import DatasetError
 from keras_pvc.datasets.clip import DatasetWarning
 from keras_pvc.datasets.clip import clip_file
 from keras_pvc.datasets.clip import clip_id_problem
+from keras_pvc.datasets.msvd import CORPUS_HEADER
 
 # Training goes through VideoCaptioner.train_step, which is TensorFlow-only
 # until the JAX/torch port of keras_pvc/models/video_captioner.py lands.
@@ -25,14 +26,11 @@ tensorflow_training = pytest.mark.skipif(
     "video_captioner.py (another engineer) lands",
 )
 
-HEADER = ["VideoID", "Start", "End", "WorkerID", "Source", "AnnotationTime",
-          "Language", "Description"]
-
 
 def write_csv(path, rows):
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(HEADER)
+        writer.writerow(CORPUS_HEADER)
         for video_id, start, end, language, description in rows:
             writer.writerow([video_id, start, end, 1, "clean", 10, language, description])
 
@@ -540,6 +538,47 @@ def test_an_intact_preset_still_loads(saved_preset):
 
     model = keras_pvc.from_preset(saved_preset)
     assert model.preprocessor.vocabulary_size == model.backbone.caption_decoder.vocabulary_size
+
+
+def test_file_errors_share_one_base_and_carry_the_path(tmp_path):
+    """PresetError, DatasetError and VideoReadError, raised by the real
+    loaders, are all FileErrors (and ValueErrors) with `.path`/`.reason`, and
+    survive pickling (multiprocessing workers raise them across processes)."""
+    import pickle
+
+    import keras_pvc
+    from keras_pvc.datasets.msvd import read_video_corpus
+    from keras_pvc.errors import FileError
+    from keras_pvc.presets import PresetError
+    from keras_pvc.video import VideoReadError
+    from keras_pvc.video import read_frames
+
+    corpus = tmp_path / "video_corpus.csv"
+    corpus.write_text("just,a,header\n")
+    (tmp_path / "empty_preset").mkdir()
+    cases = [
+        (lambda: read_video_corpus(corpus), DatasetError, str(corpus)),
+        (
+            lambda: keras_pvc.from_preset(str(tmp_path / "empty_preset")),
+            PresetError,
+            os.path.join(str(tmp_path / "empty_preset"), "config.json"),
+        ),
+        (lambda: read_frames(str(tmp_path / "none.mp4"), 4), VideoReadError, str(tmp_path / "none.mp4")),
+    ]
+    for load, error_type, path in cases:
+        with pytest.raises(FileError) as info:
+            load()
+        error = info.value
+        assert type(error) is error_type
+        assert isinstance(error, ValueError)
+        assert error.path == path
+        assert path in str(error) and error.reason in str(error)
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is error_type
+        assert (copy.path, copy.reason, str(copy)) == (error.path, error.reason, str(error))
+    # The two subclasses are unrelated siblings, as before.
+    assert not issubclass(PresetError, DatasetError)
+    assert not issubclass(DatasetError, PresetError)
 
 
 # --- Row 8: fit on a dict of numpy arrays shuffles ---------------------------

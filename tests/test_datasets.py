@@ -14,6 +14,8 @@ import pytest
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.msrvtt import load_msrvtt
 from keras_pvc.datasets.msvd import (
+    CORPUS_FIELDS,
+    CORPUS_HEADER,
     load_feature_clips,
     load_features,
     load_msvd,
@@ -50,6 +52,16 @@ def msvd_copy(tmp_path):
 
 
 # --- MSVD -------------------------------------------------------------------
+
+
+def test_corpus_header_is_msvds():
+    # The header the procedural and held-out writers use is the one in the
+    # MSVD fixture's csv (MSVD's own file, cut down), and holds every column
+    # read_video_corpus needs.
+    with open(os.path.join(MSVD, "video_corpus.csv"), encoding="utf-8-sig") as handle:
+        header = handle.readline().rstrip("\r\n").split(",")
+    assert list(CORPUS_HEADER) == header
+    assert set(CORPUS_FIELDS) <= set(CORPUS_HEADER)
 
 
 def test_read_video_corpus_counts():

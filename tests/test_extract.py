@@ -16,6 +16,7 @@ import pytest
 
 from keras_pvc.datasets.features import features_dataset
 from keras_pvc.datasets.features import load_feature_arrays
+from keras_pvc.datasets.msvd import CORPUS_HEADER
 from keras_pvc.datasets.msvd import load_msvd
 from keras_pvc.datasets.msvd import read_video_corpus
 from keras_pvc.extract import extract_features
@@ -33,10 +34,6 @@ NUM_FRAMES = 4
 FRAME_SIZE = (16, 16)
 # "simple" CNN with filters (4, 8) on 16 x 16 frames: a 4 x 4 grid of 8 channels.
 REGIONS_SHAPE = (NUM_FRAMES, 16, 8)
-HEADER = [
-    "VideoID", "Start", "End", "WorkerID", "Source", "AnnotationTime", "Language",
-    "Description",
-]
 # clip id -> (frames in the video, colour, references)
 GOOD_CLIPS = {
     "redBall_1_5": (6, (200, 30, 30), ["a red ball rolls", "a ball is rolling"]),
@@ -90,7 +87,7 @@ def make_msvd(root):
         splits.append((clip_id, "train"))
     with open(root / "video_corpus.csv", "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(HEADER)
+        writer.writerow(CORPUS_HEADER)
         writer.writerows(rows)
     (root / "split.tsv").write_text(
         "".join(f"{clip_id}\t{split}\n" for clip_id, split in splits)

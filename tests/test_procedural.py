@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_pvc.datasets import procedural
+from keras_pvc.datasets.msvd import CORPUS_HEADER
 from keras_pvc.datasets.procedural import COLORS
 from keras_pvc.datasets.procedural import RELATIONS
 from keras_pvc.datasets.procedural import Scene
@@ -19,16 +20,6 @@ from keras_pvc.datasets.procedural import scene_accuracy
 from keras_pvc.datasets.procedural import scene_captions
 from keras_pvc.datasets.procedural import scene_meaning
 
-MSVD_HEADER = [
-    "VideoID",
-    "Start",
-    "End",
-    "WorkerID",
-    "Source",
-    "AnnotationTime",
-    "Language",
-    "Description",
-]
 SMALL = dict(num_clips=12, num_frames=6, frame_size=64)
 
 
@@ -52,7 +43,7 @@ def read_corpus(root):
 def references_by_clip(root):
     references = {}
     for row in read_corpus(root)[1:]:
-        record = dict(zip(MSVD_HEADER, row))
+        record = dict(zip(CORPUS_HEADER, row))
         clip = f"{record['VideoID']}_{record['Start']}_{record['End']}"
         references.setdefault(clip, []).append(record["Description"])
     return references
@@ -106,7 +97,7 @@ def test_layout(tmp_path):
     root = str(tmp_path / "shapes")
     assert generate_procedural_dataset(root, seed=3, **SMALL) == root
     rows = read_corpus(root)
-    assert rows[0] == MSVD_HEADER
+    assert rows[0] == list(CORPUS_HEADER)
     assert all(len(row) == 8 and row[6] == "English" for row in rows[1:])
 
     references = references_by_clip(root)
@@ -296,7 +287,7 @@ def test_crash_leaves_no_metadata_and_resumes(tmp_path, monkeypatch):
 def test_foreign_corpus_is_not_overwritten(tmp_path):
     root = tmp_path / "msvd"
     root.mkdir()
-    (root / "video_corpus.csv").write_text(",".join(MSVD_HEADER) + "\n")
+    (root / "video_corpus.csv").write_text(",".join(CORPUS_HEADER) + "\n")
     with pytest.raises(ValueError, match="overwrite"):
         generate_procedural_dataset(str(root), **SMALL)
     generate_procedural_dataset(str(root), overwrite=True, **SMALL)

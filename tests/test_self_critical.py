@@ -1,5 +1,6 @@
 """Self-critical REINFORCE: the loss, the sampler, the train step, the guard."""
 
+import collections
 import json
 import math
 import os
@@ -241,8 +242,8 @@ def test_fit_raises_probability_of_rewarded_word():
 @slow_on_jax
 def test_fit_raises_the_cider_d_reward():
     # Self-critical training alone, from scratch, on four clips: the CIDEr-D
-    # (the configured reward: in the graph on TensorFlow, on the host
-    # elsewhere) of the samples goes up from the first epoch to the second
+    # (the configured reward: CiderDReward, in the graph on every backend)
+    # of the samples goes up from the first epoch to the second
     # (a sign error in the policy gradient sends it down), and that of the
     # greedy captions goes up too.
     model, features, dataset = tiny_rl_setup(num_samples=4, baseline="greedy")
@@ -359,6 +360,122 @@ def test_fit_logs_trackers_and_validates_with_cross_entropy(jit_compile, self_cr
         np.testing.assert_allclose(
             history["baseline"][0], history["greedy_reward"][0], rtol=1e-6
         )
+
+
+def _caption_text(token_ids, vocabulary):
+    # The words a host reward scores, by hand: up to the first <eos> or
+    # <pad>, without <bos>; <unk> counts as the word "<unk>".
+    words = []
+    for token in np.asarray(token_ids).tolist():
+        if token in (0, EOS_ID):
+            break
+        if token != BOS_ID:
+            words.append(vocabulary[token])
+    return " ".join(words)
+
+
+def _coco_rewards(weights, references, candidates, train_references):
+    """pycocoevalcap's per-caption BLEU / ROUGE-L / CIDEr-D, weighted, on strings.
+
+    CIDEr-D's document frequencies are those of `train_references` (a list
+    of reference lists), as SCST uses them.
+    """
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider_scorer import CiderScorer
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    gts = {index: refs for index, refs in enumerate(references)}
+    res = {index: [caption] for index, caption in enumerate(candidates)}
+    total = np.zeros(len(candidates))
+    for name, weight in weights.items():
+        if name.startswith("bleu"):
+            scores = Bleu(4).compute_score(gts, res, verbose=0)[1][int(name[-1]) - 1]
+        elif name == "rouge_l":
+            scores = Rouge().compute_score(gts, res)[1]
+        else:
+            scorer = CiderScorer(n=4, sigma=6.0)
+            for caption, refs in zip(candidates, references):
+                scorer += (caption, refs)
+            frequency = collections.Counter()
+            for refs in train_references:
+                frequency.update(
+                    {
+                        tuple(words[i : i + n])
+                        for words in (r.split() for r in refs)
+                        for n in range(1, 5)
+                        for i in range(len(words) - n + 1)
+                    }
+                )
+            scorer.document_frequency.update({k: float(v) for k, v in frequency.items()})
+
+            class Documents(list):  # CiderScorer's log(len(crefs)) = log(#documents)
+                def __len__(self):
+                    return len(train_references)
+
+            scorer.crefs = Documents(scorer.crefs)
+            scores = scorer.compute_cider()
+        total += weight * np.asarray(scores)
+    return total
+
+
+@slow_on_jax
+def test_fit_with_host_reward_scores_the_decoded_captions():
+    # A BLEU/ROUGE-L/CIDEr-D mix is a HostCaptionReward, scored in Python
+    # from inside the compiled step (tf.numpy_function, jax.pure_callback,
+    # a plain call on torch). One fit step: what the host was given are the
+    # model's captions, its rewards are pycocoevalcap's on those strings,
+    # and they are what the step logs.
+    from keras_pvc.rewards import HostCaptionReward
+
+    pytest.importorskip("pycocoevalcap")
+    weights = {"bleu_1": 1.0, "bleu_4": 0.5, "rouge_l": 0.5, "cider_d": 0.25}
+    model, features, dataset = tiny_rl_setup(reward=weights, baseline="greedy")
+    reward = model.self_critical.reward_function
+    assert isinstance(reward, HostCaptionReward)
+    calls = []
+    score_numpy = reward.score_numpy
+
+    def recording_score_numpy(candidate_ids, reference_ids, video_index):
+        rewards = score_numpy(candidate_ids, reference_ids, video_index)
+        calls.append((np.array(candidate_ids), np.array(video_index), np.array(rewards)))
+        return rewards
+
+    reward.score_numpy = recording_score_numpy
+    # The first batch holds one (clip, reference) pair per row: which clip?
+    batch_features = next(iter(dataset))["features"].numpy()
+    clip_of_row = [
+        int(np.flatnonzero([np.array_equal(row, clip) for clip in features])[0])
+        for row in batch_features
+    ]
+    greedy_before = ops.convert_to_numpy(
+        model.generate_ids(video_inputs(batch_features), "greedy", max_length=CAPTION_LENGTH + 1)
+    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-2))
+    history = model.fit(dataset.take(1), epochs=1, verbose=0).history
+
+    # One call for the 4 x 3 samples, one for the 4 greedy captions.
+    assert sorted(len(ids) for ids, _, _ in calls) == [4, 12], [c[0].shape for c in calls]
+    (sample_ids, sample_videos, sample_rewards), = [c for c in calls if len(c[0]) == 12]
+    (greedy_ids, greedy_videos, greedy_rewards), = [c for c in calls if len(c[0]) == 4]
+    np.testing.assert_array_equal(sample_videos, np.repeat(np.arange(4), 3))
+    np.testing.assert_array_equal(greedy_videos, np.arange(4))
+    np.testing.assert_array_equal(greedy_ids, greedy_before)
+
+    # References as the preprocessor keeps them: the first CAPTION_LENGTH words.
+    references = [
+        [" ".join(r.split()[:CAPTION_LENGTH]) for r in clip.references] for clip in tiny_clips()
+    ]
+    vocabulary = model.preprocessor.vocabulary
+    for ids, videos, got in ((sample_ids, sample_videos, sample_rewards),
+                             (greedy_ids, greedy_videos, greedy_rewards)):
+        captions = [_caption_text(row, vocabulary) for row in ids]
+        clip_references = [references[clip_of_row[v]] for v in videos]
+        expected = _coco_rewards(weights, clip_references, captions, references)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert np.ptp(sample_rewards) > 0.05, sample_rewards  # not a degenerate batch
+    # The host's values reached the step's trackers.
+    np.testing.assert_allclose(history["reward"][0], sample_rewards.mean(), rtol=1e-5)
+    np.testing.assert_allclose(history["greedy_reward"][0], greedy_rewards.mean(), rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -4,6 +4,8 @@ import dataclasses
 import os
 import warnings
 
+from keras_pvc.errors import FileError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -39,11 +41,12 @@ class Clip:
             )
 
 
-class DatasetError(ValueError):
+class DatasetError(FileError):
     """A dataset file cannot be used: the message names the file and why.
 
     Every loader in `keras_pvc.datasets` raises this (or a `VideoReadError`
-    for a video) for a file it cannot read, so a caller can catch one type.
+    for a video; both are `keras_pvc.errors.FileError`s) for a file it cannot
+    read, so a caller can catch one type.
 
     Args:
         path: str or path-like. The file (or folder) at fault.
@@ -53,14 +56,6 @@ class DatasetError(ValueError):
         path: str. The file.
         reason: str. What is wrong.
     """
-
-    def __init__(self, path, reason):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):
-        return (type(self), (self.path, self.reason))
 
 
 class DatasetWarning(UserWarning):

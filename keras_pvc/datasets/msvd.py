@@ -32,6 +32,19 @@ from keras_pvc.datasets.splits import assign_splits
 
 logger = logging.getLogger(__name__)
 
+# MSVD's video_corpus.csv header row (the procedural and held-out datasets
+# write it too).
+CORPUS_HEADER = (
+    "VideoID",
+    "Start",
+    "End",
+    "WorkerID",
+    "Source",
+    "AnnotationTime",
+    "Language",
+    "Description",
+)
+# The columns `read_video_corpus` needs (the first four must be non-empty).
 CORPUS_FIELDS = ("VideoID", "Start", "End", "Language", "Description")
 # Tried in this order when looking for a clip's video file.
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv")

@@ -39,20 +39,12 @@ import os
 import cv2
 import numpy as np
 
+from keras_pvc.datasets.msvd import CORPUS_HEADER
+
 GENERATOR = "keras_pvc.procedural"
 VERSION = 1
 VIDEO_ID_PREFIX = "proc"  # VideoIDs are `proc00042`: no underscore inside.
 FPS = 8
-CORPUS_HEADER = (
-    "VideoID",
-    "Start",
-    "End",
-    "WorkerID",
-    "Source",
-    "AnnotationTime",
-    "Language",
-    "Description",
-)
 
 # RGB colours that stay clearly apart after MJPG's 4:2:0 chroma subsampling.
 COLORS = {

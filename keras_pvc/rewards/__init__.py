@@ -13,7 +13,8 @@ def build_reward(reward, train_reference_ids, vocabulary_size, vocabulary=None, 
 
     CIDEr-D alone runs in `keras.ops` on every backend (`CiderDReward`,
     scaled by its weight); any other name or mix runs on the host
-    (`HostCaptionReward`, TensorFlow's `tf.numpy_function`).
+    (`HostCaptionReward`: a `tf.numpy_function` on TensorFlow, a
+    `jax.pure_callback` on JAX, a plain call on PyTorch).
 
     Args:
         reward: str or dict. `"cider_d"`, or weights such as

@@ -20,16 +20,7 @@ import os
 import cv2
 import numpy as np
 
-CORPUS_HEADER = (
-    "VideoID",
-    "Start",
-    "End",
-    "WorkerID",
-    "Source",
-    "AnnotationTime",
-    "Language",
-    "Description",
-)
+from keras_pvc.datasets.msvd import CORPUS_HEADER
 
 
 def scene_references(scene, rng, templates, shape_synonyms):
