@@ -73,7 +73,7 @@ def test_motion_tracks_layer():
         MotionTracks,
         {"graph": keras.layers.serialize(graph), "temperature": 3.0, "scale": 2.0},
         [np.random.default_rng(0).normal(size=(2, 3, 16, 5)).astype("float32")],
-        (2, 3, 16),
+        (2, 3, 8 + 16),
     )
 
 
@@ -84,8 +84,14 @@ def test_motion_tracks_appends_scaled_geometry_to_the_graph():
     out = ops.convert_to_numpy(layer(nodes))
     np.testing.assert_allclose(out[..., :6], nodes.mean(axis=2), atol=1e-6)
     tracks = ops.convert_to_numpy(track_geometry(nodes, (4, 4), 5.0))
-    np.testing.assert_allclose(out[..., 6:], 3.0 * tracks, atol=1e-5)
-    assert layer.output_dim == 14
+    np.testing.assert_allclose(out[..., 6:14], 3.0 * tracks, atol=1e-5)
+    # Then each number's change since the first frame.
+    np.testing.assert_allclose(
+        out[..., 14:], 3.0 * (tracks - tracks[:, :1]), atol=1e-5
+    )
+    assert layer.output_dim == 22
+    plain = MotionTracks(graph, temperature=5.0, scale=3.0, deltas=False)
+    np.testing.assert_allclose(ops.convert_to_numpy(plain(nodes)), out[..., :14], atol=1e-6)
 
 
 def test_motion_tracks_rejects_a_non_grid():

@@ -96,7 +96,9 @@ class MotionTracks(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, graph, grid_shape=None, temperature=4.0, scale=3.0, **kwargs):
+    def __init__(
+        self, graph, grid_shape=None, temperature=4.0, scale=3.0, deltas=True, **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(graph, keras.layers.Layer):
             graph = keras.layers.deserialize(graph)
@@ -104,6 +106,7 @@ class MotionTracks(keras.layers.Layer):
         self.grid_shape = tuple(grid_shape) if grid_shape else None
         self.temperature = float(temperature)
         self.scale = float(scale)
+        self.deltas = bool(deltas)
 
     def _grid(self, num_regions):
         if self.grid_shape is not None:
@@ -127,17 +130,27 @@ class MotionTracks(keras.layers.Layer):
     def call(self, nodes, training=None):
         pooled = self.graph(nodes, training=training)
         tracks = track_geometry(nodes, self._grid(nodes.shape[-2]), self.temperature)
+        if self.deltas:
+            # Each number's change since the first frame (padding stays 0):
+            # a direction is one subtraction away for the temporal encoder.
+            valid = ops.cast(ops.any(ops.not_equal(tracks, 0.0), axis=-1, keepdims=True), tracks.dtype)
+            tracks = ops.concatenate([tracks, (tracks - tracks[:, :1]) * valid], axis=-1)
         return ops.concatenate(
             [pooled, ops.cast(tracks * self.scale, pooled.dtype)], axis=-1
         )
 
     @property
+    def track_dim(self):
+        """Numbers appended per frame: 8, or 16 with `deltas`."""
+        return 16 if self.deltas else 8
+
+    @property
     def output_dim(self):
-        return getattr(self.graph, "output_dim", self.graph.units) + 8
+        return getattr(self.graph, "output_dim", self.graph.units) + self.track_dim
 
     def compute_output_shape(self, nodes_shape):
         inner = self.graph.compute_output_shape(nodes_shape)
-        return tuple(inner[:-1]) + (inner[-1] + 8,)
+        return tuple(inner[:-1]) + (inner[-1] + self.track_dim,)
 
     def get_config(self):
         config = super().get_config()
@@ -147,6 +160,7 @@ class MotionTracks(keras.layers.Layer):
                 "grid_shape": list(self.grid_shape) if self.grid_shape else None,
                 "temperature": self.temperature,
                 "scale": self.scale,
+                "deltas": self.deltas,
             }
         )
         return config
