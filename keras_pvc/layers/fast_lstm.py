@@ -621,3 +621,48 @@ def _tf_while_loop(step, projected, state, mask):
     outputs = outputs.stack()
     outputs.set_shape(projected.shape[:2].concatenate(state[0].shape[-1:]))
     return state, outputs
+
+
+LSTM_IMPLEMENTATIONS = ("auto", "fast", "keras")
+
+
+def gpu_visible():
+    """Whether the Keras backend sees a GPU (TensorFlow, torch or JAX)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
+
+
+def resolve_lstm_implementation(implementation):
+    """`"auto"` -> `"keras"` where Keras runs a fused GPU kernel (cuDNN on
+    TensorFlow and torch with a GPU visible), `"fast"` (FastLSTM) elsewhere:
+    on CPUs, and on JAX, whose Keras LSTM has no cuDNN path."""
+    if implementation not in LSTM_IMPLEMENTATIONS:
+        raise ValueError(
+            f"`lstm_implementation` must be one of {LSTM_IMPLEMENTATIONS}, got "
+            f"{implementation!r}."
+        )
+    if implementation != "auto":
+        return implementation
+    fused_backend = keras.backend.backend() in ("tensorflow", "torch")
+    return "keras" if fused_backend and gpu_visible() else "fast"
+
+
+def lstm_layer(units, implementation="auto", **kwargs):
+    """A `FastLSTM` or a `keras.layers.LSTM` (per `implementation`, see
+    `resolve_lstm_implementation`), with the same weights layout: a cell
+    named `lstm_cell` holding `kernel`, `recurrent_kernel`, `bias`."""
+    if resolve_lstm_implementation(implementation) == "fast":
+        return FastLSTM(units, **kwargs)
+    return keras.layers.LSTM(units, **kwargs)
