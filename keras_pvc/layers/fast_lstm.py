@@ -399,10 +399,16 @@ def _bptt_backward(
     """Gradients `(d_projected, d_hidden, d_cell, d_recurrent_kernel)`."""
     units = recurrent_kernel.shape[0]
     hiddens, cells, all_gates, new_cells = saved
+    # Under a mixed policy the upstream gradients may come in float32 while
+    # the recurrence runs in float16/bfloat16: the loop carries one dtype.
+    dtype = projected.dtype
     d_outputs, d_hidden, d_cell = (
-        ops.zeros_like(like) if grad is None else grad
+        ops.zeros_like(like, dtype=dtype) if grad is None else ops.cast(grad, dtype)
         for grad, like in zip(upstream, (hiddens, hidden, cell))
     )
+    input_dtypes = [x.dtype for x in (hidden, cell, recurrent_kernel)]
+    hidden, cell = ops.cast(hidden, dtype), ops.cast(cell, dtype)
+    recurrent_kernel = ops.cast(recurrent_kernel, dtype)
     previous_hiddens = ops.concatenate(
         [ops.expand_dims(hidden, 0), hiddens[:-1]], 0
     )
@@ -456,6 +462,10 @@ def _bptt_backward(
     d_recurrent_kernel = ops.matmul(
         ops.transpose(ops.reshape(previous_hiddens, (-1, units))),
         ops.reshape(d_projected, (-1, 4 * units)),
+    )
+    d_hidden, d_cell, d_recurrent_kernel = (
+        ops.cast(grad, like)
+        for grad, like in zip((d_hidden, d_cell, d_recurrent_kernel), input_dtypes)
     )
     return d_projected, d_hidden, d_cell, d_recurrent_kernel
 
