@@ -304,7 +304,8 @@ def run_child(config, args):
     process = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", config,
          "--msvd-frames", str(args.msvd_frames),
-         "--torch-threads", str(args.torch_threads)],
+         "--torch-threads", str(args.torch_threads),
+         "--timed-steps", str(args.timed_steps)],
         capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -343,8 +344,13 @@ def main():
         "--no-gemm-floor", action="store_true",
         help="skip timing the s2vt step's matmuls alone (the gemm_floor row)",
     )
+    parser.add_argument(
+        "--timed-steps", type=int, default=TIMED_STEPS,
+        help=f"timed steps per configuration, after {WARMUP_STEPS} warm-up (median)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    globals()["TIMED_STEPS"] = args.timed_steps  # read by time_steps in the child
     if args.child:
         return child(args.child, args.msvd_frames, args.torch_threads)
 
