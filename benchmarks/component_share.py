@@ -22,6 +22,7 @@ asserts times.
 
     python benchmarks/component_share.py
     python benchmarks/component_share.py --presets s2vt --msvd-frames 20
+    python benchmarks/component_share.py --presets msvd --plain-graph  # the graph before issue 19
 """
 
 import argparse
@@ -39,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_pvc
+from keras_pvc.presets import preset_config
 
 # --- knobs ---
 BATCH_SIZE = 20
@@ -90,10 +92,15 @@ def frame_cnn_seconds(backbone):
     return median_seconds(run) * BATCH_SIZE * NUM_FRAMES / CNN_FRAMES
 
 
-def measure(preset, num_frames):
+def measure(preset, num_frames, plain_graph=False):
+    overrides = {}
+    if plain_graph and preset_config(preset)["graph"]:
+        # The graph before issue 19: per-sublayer projections.
+        graph = preset_config(preset)["graph"]
+        overrides["graph"] = {**graph, "fused_projection": False}
     model = keras_pvc.from_preset(
         preset, vocabulary_size=VOCABULARY_SIZE, hidden_dim=HIDDEN_DIM,
-        caption_length=CAPTION_LENGTH, num_frames=num_frames,
+        caption_length=CAPTION_LENGTH, num_frames=num_frames, **overrides,
     )
     backbone = model.backbone
     rng = np.random.default_rng(SEED)
@@ -166,13 +173,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["s2vt", "msvd"], choices=["s2vt", "msvd"])
     parser.add_argument("--msvd-frames", type=int, default=NUM_FRAMES)
+    parser.add_argument(
+        "--plain-graph", action="store_true",
+        help="the spatial graph's plain per-sublayer projections (fused_projection=False)",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     results = []
     for preset in args.presets:
         num_frames = args.msvd_frames if preset == "msvd" else NUM_FRAMES
         print(f"running {preset} ...", flush=True)
-        timed, step_seconds, cnn_seconds = measure(preset, num_frames)
+        timed, step_seconds, cnn_seconds = measure(preset, num_frames, args.plain_graph)
         total = sum(seconds for _, seconds in timed)
         components = [
             {"component": name, "seconds": seconds, "share_of_parts": seconds / total}
@@ -181,6 +192,7 @@ def main():
         results.append({
             "preset": preset,
             "num_frames": num_frames,
+            "plain_graph": args.plain_graph,
             "components": components,
             "sum_of_parts_seconds": total,
             "train_step_seconds": step_seconds,

@@ -11,6 +11,11 @@ Configurations (`--configs`, default all):
 - `s2vt_keras_lstm`, `msvd_keras_lstm`: the same with `keras.layers.LSTM`
   put back (this script swaps the class in before building; same weights
   layout, same numbers, only the loop differs).
+- `msvd_plain_graph`: `msvd` with the spatial graph's plain per-sublayer
+  projections (`fused_projection=False`, the graph before issue 19): the
+  ratio `msvd / msvd_plain_graph` is what the fused graph buys.
+- `msvd_mixed_bfloat16`: `msvd` under `keras.mixed_precision` policy
+  `mixed_bfloat16` (bfloat16 compute, float32 weights).
 - `torch_s2vt`: `benchmarks/torch_s2vt.TorchS2VT`, the same network as `s2vt`.
 - `torch_s2vt_original`: Venugopalan et al.'s stacked 80+21-step layout,
   which also runs both LSTMs over inputs known to be zero (the frame LSTM
@@ -62,6 +67,8 @@ CONFIGS = (
     "torch_s2vt_original",
     "msvd",
     "msvd_keras_lstm",
+    "msvd_plain_graph",
+    "msvd_mixed_bfloat16",
 )
 RESULTS_PATH = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "train_throughput.json"
@@ -168,11 +175,11 @@ def use_keras_lstm():
     from keras_pvc.layers import caption_decoder
     from keras_pvc.layers import temporal_lstm_encoder
 
-    def keras_lstm(units, loop=None, **kwargs):
+    def keras_lstm(units, implementation=None, **kwargs):
         return keras.layers.LSTM(units, **kwargs)
 
-    caption_decoder.FastLSTM = keras_lstm
-    temporal_lstm_encoder.FastLSTM = keras_lstm
+    caption_decoder.lstm_layer = keras_lstm
+    temporal_lstm_encoder.lstm_layer = keras_lstm
 
 
 def time_steps(step):
@@ -196,6 +203,15 @@ def run_keras(config, msvd_frames):
     preset = config.split("_")[0]
     if config.endswith("_keras_lstm"):
         use_keras_lstm()
+    overrides = {}
+    if config.endswith("_plain_graph"):
+        from keras_pvc.presets import preset_config
+
+        overrides["graph"] = {**preset_config(preset)["graph"], "fused_projection": False}
+    if config.endswith("_mixed_bfloat16"):
+        import keras
+
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
     num_frames = msvd_frames if preset == "msvd" else NUM_FRAMES
     feature_shape = (FEATURE_DIM,) if preset == "s2vt" else (49, 1280)
     model = keras_pvc.from_preset(
@@ -204,6 +220,7 @@ def run_keras(config, msvd_frames):
         hidden_dim=HIDDEN_DIM,
         caption_length=CAPTION_LENGTH,
         num_frames=num_frames,
+        **overrides,
     )
     lstm_class = type(model.backbone.caption_decoder.lstm).__name__
     rng = np.random.default_rng(SEED)
@@ -287,7 +304,8 @@ def run_child(config, args):
     process = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--child", config,
          "--msvd-frames", str(args.msvd_frames),
-         "--torch-threads", str(args.torch_threads)],
+         "--torch-threads", str(args.torch_threads),
+         "--timed-steps", str(args.timed_steps)],
         capture_output=True, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         cwd=os.path.dirname(os.path.abspath(__file__)),
@@ -326,8 +344,13 @@ def main():
         "--no-gemm-floor", action="store_true",
         help="skip timing the s2vt step's matmuls alone (the gemm_floor row)",
     )
+    parser.add_argument(
+        "--timed-steps", type=int, default=TIMED_STEPS,
+        help=f"timed steps per configuration, after {WARMUP_STEPS} warm-up (median)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    globals()["TIMED_STEPS"] = args.timed_steps  # read by time_steps in the child
     if args.child:
         return child(args.child, args.msvd_frames, args.torch_threads)
 
@@ -374,7 +397,8 @@ def main():
     for ours, theirs in [
         ("s2vt", "torch_s2vt"), ("s2vt_keras_lstm", "torch_s2vt"),
         ("s2vt", "torch_s2vt_original"), ("s2vt", "s2vt_keras_lstm"),
-        ("msvd", "msvd_keras_lstm"),
+        ("msvd", "msvd_keras_lstm"), ("msvd", "msvd_plain_graph"),
+        ("msvd_mixed_bfloat16", "msvd"), ("msvd_mixed_bfloat16", "msvd_plain_graph"),
         ("gemm_floor", "s2vt"), ("gemm_floor", "torch_s2vt"),
     ]:
         paired = [

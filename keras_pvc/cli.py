@@ -82,6 +82,12 @@ def cmd_train(args):
     from keras_pvc.runs import default_preset
     from keras_pvc.runs import prepare_features
 
+    if args.mixed_precision:
+        import keras
+
+        # Before any layer is built: bfloat16/float16 compute, float32
+        # weights; mixed_float16 gets Keras' loss scaling at compile.
+        keras.mixed_precision.set_global_policy(args.mixed_precision)
     # No --preset: `procedural` for the embedded generator's folders, else
     # the pretrained-features preset (`runs.default_preset`).
     preset = args.preset or default_preset(args.dataset, args.root)
@@ -336,6 +342,10 @@ def build_parser():
     )
     train.add_argument("--batch-size", type=int, help="override the preset's batch size")
     train.add_argument("--no-graph", action="store_true", help="drop the spatial graph")
+    train.add_argument(
+        "--mixed-precision", choices=["mixed_bfloat16", "mixed_float16"],
+        help="keras.mixed_precision policy (docs/performance_history.md)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.add_argument(

@@ -319,3 +319,62 @@ def test_caption_decoder_unchanged(attention):
         f"{decoder.name}/lstm/lstm_cell/{name}"
         for name in ("kernel", "recurrent_kernel", "bias")
     ]
+
+
+def test_lstm_implementation_auto_is_fast_lstm_on_cpu():
+    from keras_pvc.layers.fast_lstm import gpu_visible
+    from keras_pvc.layers.fast_lstm import resolve_lstm_implementation
+
+    if gpu_visible():
+        pytest.skip("a GPU is visible: 'auto' picks keras.layers.LSTM (cuDNN) there")
+    assert resolve_lstm_implementation("auto") == "fast"
+    assert isinstance(TemporalLSTMEncoder(UNITS).lstm_layers[0], FastLSTM)
+    assert isinstance(CaptionDecoder(10, hidden_dim=UNITS).lstm, FastLSTM)
+    keras_decoder = CaptionDecoder(10, hidden_dim=UNITS, lstm_implementation="keras")
+    assert type(keras_decoder.lstm) is keras.layers.LSTM
+    with pytest.raises(ValueError, match="lstm_implementation"):
+        TemporalLSTMEncoder(UNITS, lstm_implementation="cudnn")
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_encoder_same_numbers_with_either_lstm(num_layers):
+    # The encoder with keras.layers.LSTM (what 'auto' picks on a GPU) and
+    # with FastLSTM, the same weights copied across: same outputs, same
+    # weight paths (so weight files move between the two).
+    sequences, mask, _, _ = _inputs()
+    fast = TemporalLSTMEncoder(UNITS, num_layers=num_layers, lstm_implementation="fast")
+    config = {**fast.get_config(), "lstm_implementation": "keras"}
+    reference = TemporalLSTMEncoder.from_config(config)
+    assert reference.lstm_implementation == "keras"
+    assert type(reference.lstm_layers[0]) is keras.layers.LSTM
+    fast.build(sequences.shape)
+    reference.build(sequences.shape)
+    assert [w.path for w in fast.weights] == [
+        w.path.replace(reference.name, fast.name, 1) for w in reference.weights
+    ]
+    reference.set_weights([RNG.normal(size=w.shape) * 0.3 for w in fast.get_weights()])
+    fast.set_weights(reference.get_weights())
+    expected = [keras.ops.convert_to_numpy(x) for x in reference(sequences, mask)]
+    _assert_all_close(fast(sequences, mask), expected)
+
+
+def test_decoder_same_numbers_with_either_lstm():
+    token_ids = np.array([[2, 5, 6, 7], [2, 8, 3, 0], [2, 4, 4, 3]], "int32")
+    encoded = RNG.normal(size=(BATCH, STEPS, 8)).astype("float32")
+    _, mask, _, _ = _inputs()
+    state = RNG.normal(size=(BATCH, 8)).astype("float32")
+    fast = CaptionDecoder(10, embedding_dim=4, hidden_dim=UNITS, lstm_implementation="fast")
+    reference = CaptionDecoder(10, embedding_dim=4, hidden_dim=UNITS, lstm_implementation="keras")
+    fast(token_ids, encoded, mask, initial_state=(state, state))
+    reference(token_ids, encoded, mask, initial_state=(state, state))
+    reference.set_weights([RNG.normal(size=w.shape) * 0.3 for w in fast.get_weights()])
+    fast.set_weights(reference.get_weights())
+    _assert_all_close(
+        fast(token_ids, encoded, mask, initial_state=(state, state)),
+        reference(token_ids, encoded, mask, initial_state=(state, state)),
+    )
+    # One decoding step (what the samplers call) agrees too.
+    _assert_all_close(
+        fast.lstm.cell(encoded[:, 0, :4], [state[:, :UNITS], state[:, :UNITS]])[0],
+        reference.lstm.cell(encoded[:, 0, :4], [state[:, :UNITS], state[:, :UNITS]])[0],
+    )

@@ -453,3 +453,67 @@ def test_caption_decoder_step_matches_teacher_forcing():
             keras.ops.convert_to_numpy(full[:, step]),
             atol=1e-5,
         )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"adjacency": "both", "pooling": "attention"},  # the msvd preset's graph
+        {"adjacency": "grid", "coordinates": True, "node_update": "sage", "num_layers": 2},
+        {"adjacency": "learned", "units": CHANNELS, "pooling": None},  # no residual dense
+        {"adjacency": "both", "coordinates": True, "pooling": "keypoints", "pooling_heads": 2},
+        {"adjacency": "both", "position_embedding": False, "pooling": "mean"},
+    ],
+)
+def test_spatial_graph_fused_projection_equals_plain(options):
+    # The fused form (one matmul per round, the position embedding and the
+    # coordinates folded in as a per-region offset) against the plain
+    # per-sublayer form, with the same weights: outputs and the gradients of
+    # every weight agree.
+    from layer_testing import gradients
+
+    options = dict(options)
+    units = options.pop("units", HIDDEN)
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    fused = SpatialGraphConv(units, attention_dim=4, **options)
+    assert fused.fused_projection  # the default
+    plain = SpatialGraphConv.from_config({**fused.get_config(), "fused_projection": False})
+    fused.build(nodes.shape)
+    plain.build(nodes.shape)
+    # Weights well away from zero so that every term (biases, position
+    # embedding, coordinates) moves the output.
+    plain.set_weights([RNG.normal(size=w.shape) * 0.5 for w in fused.get_weights()])
+    fused.set_weights(plain.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(fused(nodes)),
+        keras.ops.convert_to_numpy(plain(nodes)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+    def loss(layer):
+        return lambda x: keras.ops.sum(keras.ops.sin(layer(x)))
+
+    fused_grads = gradients(loss(fused), fused.trainable_weights, [nodes])
+    plain_grads = gradients(loss(plain), plain.trainable_weights, [nodes])
+    assert len(fused_grads) == len(plain_grads)
+    for weight, ours, reference in zip(fused.trainable_weights, fused_grads, plain_grads):
+        # Every weight the fused matmul reads gets a gradient (the pooling
+        # score's bias gets none: a softmax over regions ignores a shift).
+        if "_dense_" in weight.path or "position" in weight.path:
+            assert np.abs(reference).max() > 0, weight.path
+        np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-4, err_msg=weight.path)
+
+
+def test_spatial_graph_config_without_fused_projection_loads():
+    # A config saved before `fused_projection` existed builds the fused form
+    # with the same weights layout.
+    layer = SpatialGraphConv(HIDDEN, adjacency="both")
+    config = layer.get_config()
+    del config["fused_projection"]
+    restored = SpatialGraphConv.from_config(config)
+    assert restored.fused_projection
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    layer(nodes)
+    restored(nodes)
+    assert [w.path for w in restored.weights] == [w.path for w in layer.weights]

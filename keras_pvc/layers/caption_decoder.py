@@ -1,7 +1,8 @@
 import keras
 from keras import ops
 
-from keras_pvc.layers.fast_lstm import FastLSTM
+from keras_pvc.layers.fast_lstm import lstm_layer
+from keras_pvc.layers.fast_lstm import resolve_lstm_implementation
 
 
 @keras.saving.register_keras_serializable(package="keras_pvc")
@@ -26,6 +27,10 @@ class CaptionDecoder(keras.layers.Layer):
         hidden_dim: int. LSTM units.
         attention: bool. Attend over the encoder states.
         dropout: float. Dropout on embeddings and before the output layer.
+        lstm_implementation: str. `"auto"` (a `keras.layers.LSTM`, cuDNN's
+            fused kernel, where TensorFlow or torch sees a GPU; a
+            `FastLSTM` elsewhere), `"fast"` or `"keras"`. Same weights
+            layout either way, so weights move between devices.
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -57,9 +62,12 @@ class CaptionDecoder(keras.layers.Layer):
         hidden_dim=512,
         attention=True,
         dropout=0.0,
+        lstm_implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        resolve_lstm_implementation(lstm_implementation)  # checks the name
+        self.lstm_implementation = lstm_implementation
         self.vocabulary_size = vocabulary_size
         self.embedding_dim = embedding_dim
         self.hidden_dim = hidden_dim
@@ -71,8 +79,9 @@ class CaptionDecoder(keras.layers.Layer):
             name="token_embedding",
             dtype=self.dtype_policy,
         )
-        self.lstm = FastLSTM(
+        self.lstm = lstm_layer(
             hidden_dim,
+            implementation=lstm_implementation,
             return_sequences=True,
             return_state=True,
             name="lstm",
@@ -216,6 +225,7 @@ class CaptionDecoder(keras.layers.Layer):
                 "hidden_dim": self.hidden_dim,
                 "attention": self.attention,
                 "dropout": self.dropout,
+                "lstm_implementation": self.lstm_implementation,
             }
         )
         return config

@@ -399,10 +399,16 @@ def _bptt_backward(
     """Gradients `(d_projected, d_hidden, d_cell, d_recurrent_kernel)`."""
     units = recurrent_kernel.shape[0]
     hiddens, cells, all_gates, new_cells = saved
+    # Under a mixed policy the upstream gradients may come in float32 while
+    # the recurrence runs in float16/bfloat16: the loop carries one dtype.
+    dtype = projected.dtype
     d_outputs, d_hidden, d_cell = (
-        ops.zeros_like(like) if grad is None else grad
+        ops.zeros_like(like, dtype=dtype) if grad is None else ops.cast(grad, dtype)
         for grad, like in zip(upstream, (hiddens, hidden, cell))
     )
+    input_dtypes = [x.dtype for x in (hidden, cell, recurrent_kernel)]
+    hidden, cell = ops.cast(hidden, dtype), ops.cast(cell, dtype)
+    recurrent_kernel = ops.cast(recurrent_kernel, dtype)
     previous_hiddens = ops.concatenate(
         [ops.expand_dims(hidden, 0), hiddens[:-1]], 0
     )
@@ -456,6 +462,10 @@ def _bptt_backward(
     d_recurrent_kernel = ops.matmul(
         ops.transpose(ops.reshape(previous_hiddens, (-1, units))),
         ops.reshape(d_projected, (-1, 4 * units)),
+    )
+    d_hidden, d_cell, d_recurrent_kernel = (
+        ops.cast(grad, like)
+        for grad, like in zip((d_hidden, d_cell, d_recurrent_kernel), input_dtypes)
     )
     return d_projected, d_hidden, d_cell, d_recurrent_kernel
 
@@ -621,3 +631,48 @@ def _tf_while_loop(step, projected, state, mask):
     outputs = outputs.stack()
     outputs.set_shape(projected.shape[:2].concatenate(state[0].shape[-1:]))
     return state, outputs
+
+
+LSTM_IMPLEMENTATIONS = ("auto", "fast", "keras")
+
+
+def gpu_visible():
+    """Whether the Keras backend sees a GPU (TensorFlow, torch or JAX)."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
+
+
+def resolve_lstm_implementation(implementation):
+    """`"auto"` -> `"keras"` where Keras runs a fused GPU kernel (cuDNN on
+    TensorFlow and torch with a GPU visible), `"fast"` (FastLSTM) elsewhere:
+    on CPUs, and on JAX, whose Keras LSTM has no cuDNN path."""
+    if implementation not in LSTM_IMPLEMENTATIONS:
+        raise ValueError(
+            f"`lstm_implementation` must be one of {LSTM_IMPLEMENTATIONS}, got "
+            f"{implementation!r}."
+        )
+    if implementation != "auto":
+        return implementation
+    fused_backend = keras.backend.backend() in ("tensorflow", "torch")
+    return "keras" if fused_backend and gpu_visible() else "fast"
+
+
+def lstm_layer(units, implementation="auto", **kwargs):
+    """A `FastLSTM` or a `keras.layers.LSTM` (per `implementation`, see
+    `resolve_lstm_implementation`), with the same weights layout: a cell
+    named `lstm_cell` holding `kernel`, `recurrent_kernel`, `bias`."""
+    if resolve_lstm_implementation(implementation) == "fast":
+        return FastLSTM(units, **kwargs)
+    return keras.layers.LSTM(units, **kwargs)

@@ -112,6 +112,16 @@ class SpatialGraphConv(keras.layers.Layer):
             preset uses it (README: the graph ablation).
         activation: str. Activation of each round.
         dropout: float. Dropout on the messages.
+        fused_projection: bool. Compute every projection of a round (grid,
+            learned, query, key, self, residual) as one matmul of the
+            nodes by the sublayers' kernels side by side, with the position
+            embedding and the coordinates folded in as a per-region offset
+            (`(X + P) W = X W + P W`): the `(B, T, N, C)` sum `X + P` is
+            never formed and no gradient flows back through it, which
+            removes one `(B*T*N, C) x (C, units)` matmul per projection
+            from the backward pass. Same weights, same numbers (to float
+            rounding); False is the plain per-sublayer form (kept as a
+            benchmark variant, `benchmarks/graph_cost.py`).
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -149,6 +159,7 @@ class SpatialGraphConv(keras.layers.Layer):
         keypoint_summary="mean",
         activation="relu",
         dropout=0.0,
+        fused_projection=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -189,6 +200,7 @@ class SpatialGraphConv(keras.layers.Layer):
             raise ValueError(f"`pooling_heads` must be >= 1, got {pooling_heads}.")
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
+        self.fused_projection = bool(fused_projection)
         self.supports_masking = True
 
     @staticmethod
@@ -319,11 +331,9 @@ class SpatialGraphConv(keras.layers.Layer):
 
     def learned_adjacency(self, nodes, layer_index=0):
         """The row-normalised attention adjacency `(..., N, N)` of `nodes`."""
-        query = self.query_dense[layer_index](nodes)
-        key = self.key_dense[layer_index](nodes)
-        scores = ops.matmul(query, ops.swapaxes(key, -1, -2))
-        scores = scores / ops.sqrt(ops.cast(self.attention_dim, scores.dtype))
-        return ops.softmax(scores, axis=-1)
+        return self._attention(
+            self.query_dense[layer_index](nodes), self.key_dense[layer_index](nodes)
+        )
 
     def call(self, nodes, adjacency=None, training=None):
         return self.pool(self.propagate(nodes, adjacency, training))
@@ -331,6 +341,12 @@ class SpatialGraphConv(keras.layers.Layer):
     def propagate(self, nodes, adjacency=None, training=None):
         """The nodes after message passing, before pooling `(..., N, units)`."""
         nodes = ops.convert_to_tensor(nodes, dtype=self.compute_dtype)
+        if adjacency is None:
+            grid = ops.cast(self.grid_matrix, nodes.dtype)
+        else:
+            grid = ops.cast(self.preprocess(adjacency), nodes.dtype)
+        if self.fused_projection and self.num_layers > 0:
+            return self._propagate_fused(nodes, grid, training)
         if self.position_embedding:
             nodes = nodes + ops.cast(self.position_embeddings, nodes.dtype)
         if self.coordinates:
@@ -338,10 +354,6 @@ class SpatialGraphConv(keras.layers.Layer):
                 ops.cast(self.coordinate_matrix, nodes.dtype),
                 tuple(ops.shape(nodes)[:-1]) + (2,),
             )
-        if adjacency is None:
-            grid = ops.cast(self.grid_matrix, nodes.dtype)
-        else:
-            grid = ops.cast(self.preprocess(adjacency), nodes.dtype)
         for index in range(self.num_layers):
             # Coordinates tag the messages (where a neighbour is); the node
             # state itself stays in feature space, so the residual path
@@ -349,25 +361,102 @@ class SpatialGraphConv(keras.layers.Layer):
             inputs = nodes
             if self.coordinates:
                 inputs = ops.concatenate([nodes, coordinates], axis=-1)
-            message = 0.0
+            projections = {}
             if self.adjacency in ("grid", "both"):
-                message = message + ops.matmul(
-                    grid, self.grid_dense[index](inputs)
-                )
+                projections["grid"] = self.grid_dense[index](inputs)
             if self.adjacency in ("learned", "both"):
-                attention = self.learned_adjacency(inputs, index)
-                message = message + ops.matmul(
-                    attention, self.learned_dense[index](inputs)
-                )
+                projections["learned"] = self.learned_dense[index](inputs)
+                projections["query"] = self.query_dense[index](inputs)
+                projections["key"] = self.key_dense[index](inputs)
             if self.node_update == "sage":
-                message = message + self.self_dense[index](inputs)
-            message = self.message_dropout(
-                self.activation(message), training=training
-            )
+                projections["self"] = self.self_dense[index](inputs)
             residual = nodes
             if self.residual_dense[index] is not None:
                 residual = self.residual_dense[index](nodes)
-            nodes = residual + message
+            nodes = residual + self._messages(projections, grid, training)
+        return nodes
+
+    def _messages(self, projections, grid, training):
+        """`dropout(act(messages))` of one round from its projections."""
+        message = 0.0
+        if "grid" in projections:
+            message = message + ops.matmul(grid, projections["grid"])
+        if "learned" in projections:
+            attention = self._attention(projections["query"], projections["key"])
+            message = message + ops.matmul(attention, projections["learned"])
+        if "self" in projections:
+            message = message + projections["self"]
+        return self.message_dropout(self.activation(message), training=training)
+
+    def _attention(self, query, key):
+        scores = ops.matmul(query, ops.swapaxes(key, -1, -2))
+        scores = scores / ops.sqrt(ops.cast(self.attention_dim, scores.dtype))
+        return ops.softmax(scores, axis=-1)
+
+    def _round_sublayers(self, index):
+        """`[(name, dense, takes_coordinates)]` of round `index`."""
+        sublayers = []
+        if self.adjacency in ("grid", "both"):
+            sublayers.append(("grid", self.grid_dense[index], True))
+        if self.adjacency in ("learned", "both"):
+            sublayers.append(("learned", self.learned_dense[index], True))
+            sublayers.append(("query", self.query_dense[index], True))
+            sublayers.append(("key", self.key_dense[index], True))
+        if self.node_update == "sage":
+            sublayers.append(("self", self.self_dense[index], True))
+        if self.residual_dense[index] is not None:
+            sublayers.append(("residual", self.residual_dense[index], False))
+        return sublayers
+
+    def _propagate_fused(self, nodes, grid, training):
+        """`propagate` with one matmul per round (see `fused_projection`)."""
+        dtype = nodes.dtype
+        # A per-region term added to every frame's nodes before a round:
+        # the position embedding (first round only); folded into the
+        # projection as `offset @ kernel` instead of materialised.
+        offset = None
+        if self.position_embedding:
+            offset = ops.cast(self.position_embeddings, dtype)
+        coordinates = ops.cast(self.coordinate_matrix, dtype)
+        for index in range(self.num_layers):
+            channels = ops.shape(nodes)[-1]
+            sublayers = self._round_sublayers(index)
+            kernels, coordinate_kernels, biases, widths = [], [], [], []
+            for _, dense, takes_coordinates in sublayers:
+                kernel = ops.cast(dense.kernel, dtype)
+                width = dense.units
+                kernels.append(kernel[:channels])
+                if self.coordinates:
+                    coordinate_kernels.append(
+                        kernel[channels:]
+                        if takes_coordinates
+                        else ops.zeros((2, width), dtype)
+                    )
+                biases.append(
+                    ops.cast(dense.bias, dtype)
+                    if dense.use_bias
+                    else ops.zeros((width,), dtype)
+                )
+                widths.append(width)
+            kernel = ops.concatenate(kernels, axis=-1)
+            region_term = ops.concatenate(biases, axis=-1)  # (total,)
+            if offset is not None:
+                region_term = region_term + ops.matmul(offset, kernel)
+            if self.coordinates:
+                region_term = region_term + ops.matmul(
+                    coordinates, ops.concatenate(coordinate_kernels, axis=-1)
+                )
+            projected = ops.matmul(nodes, kernel) + region_term
+            splits = [int(s) for s in np.cumsum(widths)[:-1]]
+            parts = ops.split(projected, splits, axis=-1) if splits else [projected]
+            projections = {
+                name: part for (name, _, _), part in zip(sublayers, parts)
+            }
+            residual = projections.pop("residual", None)
+            if residual is None:  # `units` == channels: the nodes themselves
+                residual = nodes if offset is None else nodes + offset
+            nodes = residual + self._messages(projections, grid, training)
+            offset = None
         return nodes
 
     def pool(self, nodes):
@@ -452,6 +541,7 @@ class SpatialGraphConv(keras.layers.Layer):
                 "keypoint_summary": self.keypoint_summary,
                 "activation": keras.activations.serialize(self.activation),
                 "dropout": self.dropout,
+                "fused_projection": self.fused_projection,
             }
         )
         return config

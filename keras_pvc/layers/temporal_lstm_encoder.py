@@ -1,7 +1,8 @@
 import keras
 from keras import ops
 
-from keras_pvc.layers.fast_lstm import FastLSTM
+from keras_pvc.layers.fast_lstm import lstm_layer
+from keras_pvc.layers.fast_lstm import resolve_lstm_implementation
 
 
 @keras.saving.register_keras_serializable(package="keras_pvc")
@@ -24,6 +25,10 @@ class TemporalLSTMEncoder(keras.layers.Layer):
         num_layers: int. Stacked LSTMs.
         dropout: float. Dropout on the projected inputs and between layers.
         input_projection: bool. Project inputs to `hidden_dim` first.
+        lstm_implementation: str. `"auto"` (a `keras.layers.LSTM`, cuDNN's
+            fused kernel, where TensorFlow or torch sees a GPU; a
+            `FastLSTM` elsewhere), `"fast"` or `"keras"`. Same weights
+            layout either way, so weights move between devices.
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -52,9 +57,12 @@ class TemporalLSTMEncoder(keras.layers.Layer):
         num_layers=1,
         dropout=0.0,
         input_projection=True,
+        lstm_implementation="auto",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        resolve_lstm_implementation(lstm_implementation)  # checks the name
+        self.lstm_implementation = lstm_implementation
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
         self.dropout = dropout
@@ -71,8 +79,9 @@ class TemporalLSTMEncoder(keras.layers.Layer):
             dropout, dtype=self.dtype_policy
         )
         self.lstm_layers = [
-            FastLSTM(
+            lstm_layer(
                 hidden_dim,
+                implementation=lstm_implementation,
                 return_sequences=True,
                 return_state=True,
                 dropout=dropout if index > 0 else 0.0,
@@ -123,6 +132,7 @@ class TemporalLSTMEncoder(keras.layers.Layer):
                 "num_layers": self.num_layers,
                 "dropout": self.dropout,
                 "input_projection": self.input_projection,
+                "lstm_implementation": self.lstm_implementation,
             }
         )
         return config
