@@ -73,30 +73,30 @@ class Distribution:
             return self.strategy.scope()
         return contextlib.nullcontext()
 
-    def prepare_dataset(self, dataset):
-        """`dataset` (batched at the global batch size) ready for `fit`.
+    def prepare_dataset(self, dataset, batch_size=None):
+        """`dataset` (batched at the global `batch_size`) ready for `fit`.
 
         Under `MultiWorkerMirroredStrategy` each worker keeps its share of
         every global batch (`AutoShardPolicy.DATA`: the pipelines are built
         in memory, not from files). Keras itself splits the batch between
         replicas (and, under JAX, between processes). Under JAX's
         `DataParallel` a batch must split evenly between the devices
-        (`jax.make_array_from_process_local_data` refuses the rest): an
-        epoch's last, short batch is dropped when it does not.
+        (`jax.make_array_from_process_local_data` refuses the rest), so an
+        epoch's last, short batch is dropped (`Dataset.rebatch`, which
+        keeps the batch size visible to Keras' per-process sharding).
         """
         if dataset is None or self.name not in ("multi-worker", "data-parallel"):
             return dataset
         import tensorflow as tf
 
         if self.name == "data-parallel":
-            devices = self.num_replicas
-
-            def divisible(*batch):
-                rows = tf.shape(tf.nest.flatten(batch)[0])[0]
-                return tf.equal(rows % devices, 0)
-
-            return dataset.filter(divisible)
-
+            if batch_size is None or batch_size % self.num_replicas:
+                raise ValueError(
+                    f"--distribute data-parallel splits each batch between "
+                    f"{self.num_replicas} devices: the batch size ({batch_size}) "
+                    f"must be a multiple of {self.num_replicas} (--batch-size)."
+                )
+            return dataset.rebatch(batch_size, drop_remainder=True)
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA

@@ -164,7 +164,7 @@ dataset = caption_dataset(arrays, model.preprocessor, "features", 4, shuffle=Fal
                           references=phase == "self_critical")
 if distribution.is_chief:
     np.savez(out + ".before.npz", *[ops.convert_to_numpy(v) for v in model.trainable_variables])
-history = model.fit(distribution.prepare_dataset(dataset), epochs=1, verbose=0).history
+history = model.fit(distribution.prepare_dataset(dataset, 4), epochs=1, verbose=0).history
 if distribution.is_chief:
     np.savez(out, *[ops.convert_to_numpy(v) for v in model.trainable_variables])
     print("LOGS" + __import__("json").dumps({k: float(v[0]) for k, v in history.items()}))
@@ -306,7 +306,7 @@ def one_step(phase, distribute):
     dataset = caption_dataset(arrays, model.preprocessor, "features", 4, shuffle=False,
                               references=phase == "self_critical")
     before = [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
-    logs = model.fit(distribution.prepare_dataset(dataset), epochs=1, verbose=0).history
+    logs = model.fit(distribution.prepare_dataset(dataset, 4), epochs=1, verbose=0).history
     after = [ops.convert_to_numpy(v) for v in model.trainable_variables]
     keras.distribution.set_distribution(None)
     return distribution, before, after, {k: float(v[0]) for k, v in logs.items()}
