@@ -12,9 +12,10 @@ pick one of:
 PyTorch: Keras 3.15 has no distribution for `fit` on torch (no
 `keras.distribution` backend, no `tf.distribute`), so none is offered.
 
-The batch size is the global batch: every replica takes its share, and
-losses and rewards are normalised over the global batch, so N replicas
-make one device's update. With several workers only the chief writes the
+The batch size is the global batch: every replica takes its share. The
+self-critical loss is normalised over the global batch's words (JAX's
+global-view steps normalise everything globally); cross-entropy on
+TensorFlow is Keras' mean of the replicas' means. With several workers only the chief writes the
 run folder; the others write to `workertemp_<index>` inside it, removed at
 the end, as TensorFlow's multi-worker guide does. See docs/distributed.md.
 """
@@ -73,30 +74,37 @@ class Distribution:
             return self.strategy.scope()
         return contextlib.nullcontext()
 
-    def prepare_dataset(self, dataset, batch_size=None):
+    def prepare_dataset(self, dataset, batch_size=None, training=True):
         """`dataset` (batched at the global `batch_size`) ready for `fit`.
 
-        Under `MultiWorkerMirroredStrategy` each worker keeps its share of
-        every global batch (`AutoShardPolicy.DATA`: the pipelines are built
-        in memory, not from files). Keras itself splits the batch between
-        replicas (and, under JAX, between processes). Under JAX's
-        `DataParallel` a batch must split evenly between the devices
-        (`jax.make_array_from_process_local_data` refuses the rest), so an
-        epoch's last, short batch is dropped (`Dataset.rebatch`, which
-        keeps the batch size visible to Keras' per-process sharding).
+        Keras splits each global batch between replicas (and between
+        processes). An epoch's last, short batch is dropped
+        (`Dataset.rebatch(batch_size, drop_remainder=True)`, which keeps the
+        batch size visible to Keras' per-process sharding): split, it
+        could leave a replica no rows (a BatchNorm over an empty batch
+        fails), and JAX's `DataParallel` refuses a batch that does not
+        split evenly between devices. Under `MultiWorkerMirroredStrategy`
+        each worker keeps its share of every global batch
+        (`AutoShardPolicy.DATA`: the pipelines are built in memory, not
+        from files). Validation data (`training=False`) keeps its short
+        batch on TensorFlow (no BatchNorm statistics are computed from it).
         """
-        if dataset is None or self.name not in ("multi-worker", "data-parallel"):
+        if dataset is None or self.name is None:
             return dataset
         import tensorflow as tf
 
-        if self.name == "data-parallel":
-            if batch_size is None or batch_size % self.num_replicas:
-                raise ValueError(
-                    f"--distribute data-parallel splits each batch between "
-                    f"{self.num_replicas} devices: the batch size ({batch_size}) "
-                    f"must be a multiple of {self.num_replicas} (--batch-size)."
-                )
-            return dataset.rebatch(batch_size, drop_remainder=True)
+        if batch_size is None:
+            raise ValueError("`prepare_dataset` needs the global `batch_size`.")
+        if self.name == "data-parallel" and batch_size % self.num_replicas:
+            raise ValueError(
+                f"--distribute data-parallel splits each batch between "
+                f"{self.num_replicas} devices: the batch size ({batch_size}) "
+                f"must be a multiple of {self.num_replicas} (--batch-size)."
+            )
+        if training or self.name == "data-parallel":
+            dataset = dataset.rebatch(batch_size, drop_remainder=True)
+        if self.name != "multi-worker":
+            return dataset
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
@@ -295,28 +303,6 @@ def symbolic_build_batch(strategy, iterator):
         return value
 
     return tf.nest.map_structure(local, batch)
-
-
-def global_weight_fraction(sample_weight):
-    """`replicas x local weight / global weight` of a batch (1 off a strategy).
-
-    A Keras loss with `reduction="mean_with_sample_weight"` is a mean over
-    one replica's words; times this it is that replica's share of the mean
-    over the global batch's words (Keras divides each replica's loss by the
-    replica count and sums the gradients), however the words fall between
-    replicas.
-    """
-    if keras.backend.backend() != "tensorflow" or sample_weight is None:
-        return 1.0
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return 1.0
-    local = tf.reduce_sum(tf.cast(sample_weight, "float32"))
-    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)
-    replicas = float(context.num_replicas_in_sync)
-    return tf.math.divide_no_nan(replicas * local, total)
 
 
 def multi_worker_logs(logs):

@@ -468,7 +468,7 @@ def train_run(
         val_ds = caption_dataset(
             val, model.preprocessor, kind, config["batch_size"], shuffle=False
         )
-    val_ds = distribute.prepare_dataset(val_ds, config["batch_size"])
+    val_ds = distribute.prepare_dataset(val_ds, config["batch_size"], training=False)
     best = None
     if epochs and val_ds is not None and config.get("restore_best_weights"):
         from keras_pvc.training import BestWeights

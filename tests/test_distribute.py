@@ -151,7 +151,11 @@ with distribution.scope():
     keras.utils.set_random_seed(0)
     model = tiny_model()
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
-    clips = [Clip(f"c{i}", [c, CAPTIONS[(i + 1) % 4]], "train") for i, c in enumerate(CAPTIONS)]
+    # Cross-entropy is Keras' mean over each replica's words, averaged over
+    # replicas: the global batch's mean when replicas hold as many words, as
+    # these captions (of one length) make them.
+    captions = [CAPTIONS[0], CAPTIONS[1]] * 2 if phase == "cross_entropy" else CAPTIONS
+    clips = [Clip(f"c{i}", [c, CAPTIONS[(i + 1) % 4]], "train") for i, c in enumerate(captions)]
     if phase == "self_critical":
         # No cross-entropy mixed in: the cross_entropy phase tests that.
         model.enable_self_critical(

@@ -247,24 +247,6 @@ class VideoCaptioner(keras_hub.models.Task):
                 iterator = None
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """Keras' loss, normalised over the words of the global batch.
-
-        Under a `tf.distribute` strategy each replica's mean is reweighted
-        by its share of the global batch's words
-        (`keras_pvc.distribute.global_weight_fraction`), so N replicas make
-        one device's update even when their captions differ in length.
-        Elsewhere (one device, JAX's global-view steps) it is Keras' own.
-        """
-        from keras_pvc.distribute import global_weight_fraction
-
-        loss = super().compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
-        if loss is None:
-            return loss
-        return loss * ops.cast(global_weight_fraction(sample_weight), loss.dtype)
-
     def _validation_logs(self, logs):
         if self.self_critical is None:
             return logs
