@@ -153,9 +153,12 @@ with distribution.scope():
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
     # Cross-entropy is Keras' mean over each replica's words, averaged over
     # replicas: the global batch's mean when replicas hold as many words, as
-    # these captions (of one length) make them.
-    captions = [CAPTIONS[0], CAPTIONS[1]] * 2 if phase == "cross_entropy" else CAPTIONS
-    clips = [Clip(f"c{i}", [c, CAPTIONS[(i + 1) % 4]], "train") for i, c in enumerate(captions)]
+    # these clips make them (one reference each, 9 words), however the batch
+    # is split.
+    if phase == "cross_entropy":
+        clips = [Clip(f"c{i}", [CAPTIONS[i % 2]], "train") for i in range(4)]
+    else:
+        clips = [Clip(f"c{i}", [c, CAPTIONS[(i + 1) % 4]], "train") for i, c in enumerate(CAPTIONS)]
     if phase == "self_critical":
         # No cross-entropy mixed in: the cross_entropy phase tests that.
         model.enable_self_critical(
