@@ -82,6 +82,10 @@ def cmd_train(args):
     from keras_pvc.runs import default_preset
     from keras_pvc.runs import prepare_features
 
+    from keras_pvc.distribute import setup_distribution
+
+    # First: a multi-worker strategy must start before any TensorFlow tensor.
+    distribute = setup_distribution(args.distribute)
     if args.mixed_precision:
         import keras
 
@@ -133,8 +137,9 @@ def cmd_train(args):
         resume=args.resume,
         init_weights=args.init_weights,
         subsets={"relations": relations} if relations else None,
+        distribute=distribute,
     )
-    if relations:
+    if relations and distribute.is_chief:  # other workers' folders are gone
         from keras_pvc.demo import print_scene_accuracy
         from keras_pvc.demo import score_scenes
 
@@ -348,6 +353,11 @@ def build_parser():
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument(
+        "--distribute", choices=["mirrored", "multi-worker", "data-parallel"],
+        help="TensorFlow: mirrored (one host's devices), multi-worker (TF_CONFIG); "
+        "JAX: data-parallel (KERAS_DISTRIBUTION_*); see docs/distributed.md",
+    )
     train.add_argument(
         "--set", action="append", metavar="KEY=VALUE",
         help=SET_HELP + " (applied after --batch-size and --no-graph)",

@@ -312,6 +312,7 @@ def train_run(
     init_weights=None,
     verbose=1,
     recalibrate_batch_norm=True,
+    distribute=None,
 ):
     """Trains a preset on clips, captions the test split and scores it.
 
@@ -347,6 +348,12 @@ def train_run(
             CNN's BatchNorm statistics to the training frames' exact ones
             (`keras_pvc.batch_norm`); False only measures the train/inference
             gap (and warns). Recorded in `metrics.json` as `batch_norm`.
+        distribute: None, `"mirrored"`, `"multi-worker"` (TensorFlow),
+            `"data-parallel"` (JAX), or a `keras_pvc.distribute.Distribution`
+            made earlier (multi-worker must start before any tensor). The
+            preset's batch size is the global batch; with several workers
+            only the chief writes `out`. Recorded in `metrics.json` as
+            `distribution`; see docs/distributed.md.
 
     Returns:
         The summary written to `out/metrics.json`.
@@ -354,6 +361,8 @@ def train_run(
     import keras
 
     from keras_pvc.datasets.features import features_dataset
+    from keras_pvc.distribute import Distribution
+    from keras_pvc.distribute import setup_distribution
     from keras_pvc.datasets.pipeline import EpochCounter
     from keras_pvc.datasets.pipeline import caption_dataset
     from keras_pvc.datasets.pipeline import reference_ids
@@ -368,7 +377,11 @@ def train_run(
             print(message, flush=True)
 
     started = time.time()
+    if not isinstance(distribute, Distribution):
+        distribute = setup_distribution(distribute)
     keras.utils.set_random_seed(seed)
+    # Workers other than the chief write to a temporary folder (removed at the end).
+    out = distribute.write_folder(out, resume)
     os.makedirs(out, exist_ok=True)
     config = preset_config(preset, **(overrides or {}))
     epochs = config["epochs"] if epochs is None else epochs
@@ -403,7 +416,8 @@ def train_run(
         min_count=config.get("min_word_count", 1),
     )
     config["vocabulary_size"] = len(config["vocabulary"])
-    model = build_video_captioner(config)
+    with distribute.scope():
+        model = build_video_captioner(config)
     if init_weights:
         load_initial_weights(model, init_weights)
         say(f"Starting from the weights in {init_weights}")
@@ -414,6 +428,8 @@ def train_run(
         f"{len(val.clips)} val / {len(test.clips)} test clips, {epochs} XE epochs"
         + (f" + {rl_epochs} self-critical epochs" if rl_epochs else "")
     )
+    if distribute.name:
+        say(f"Distributed training: {distribute.describe()}")
     # One random reference per clip per epoch: every video is read once an
     # epoch, and over epochs the model sees all paraphrases. The order is a
     # function of (seed, epoch), so `resume` repeats an interrupted epoch
@@ -441,6 +457,7 @@ def train_run(
             references=bool(rl_epochs),
             epoch_counter=epoch_counter,
         )
+    train_ds = distribute.prepare_dataset(train_ds, config["batch_size"])
     val_ds = None
     if val.clips and kind == "features":
         val_ds = features_dataset(
@@ -451,6 +468,7 @@ def train_run(
         val_ds = caption_dataset(
             val, model.preprocessor, kind, config["batch_size"], shuffle=False
         )
+    val_ds = distribute.prepare_dataset(val_ds, config["batch_size"], training=False)
     best = None
     if epochs and val_ds is not None and config.get("restore_best_weights"):
         from keras_pvc.training import BestWeights
@@ -497,11 +515,12 @@ def train_run(
         model.optimizer.learning_rate = rl_options.pop(
             "learning_rate", config["learning_rate"] * RL_LEARNING_RATE_FACTOR
         )
-        model.enable_self_critical(
-            train_references=reference_ids(train_clips, model.preprocessor),
-            seed=seed,
-            **rl_options,
-        )
+        with distribute.scope():  # trackers and the sampler's seed state
+            model.enable_self_critical(
+                train_references=reference_ids(train_clips, model.preprocessor),
+                seed=seed,
+                **rl_options,
+            )
         model.fit(
             train_ds,
             validation_data=val_ds,
@@ -546,6 +565,7 @@ def train_run(
         "phases": results,
         "skipped_clips": arrays.failures,
         "batch_norm": batch_norm,
+        "distribution": distribute.record(),
         "seconds": round(time.time() - started, 1),
         "train_seconds": round(train_seconds, 1),
     }
@@ -562,4 +582,5 @@ def train_run(
     for clip in scored.clips[:5]:
         say(f"  {clip.clip_id}: {predictions[clip.clip_id]!r}  (ref: {clip.references[0]!r})")
     say(f"Run folder: {out} ({summary['seconds']} s)")
+    distribute.finish(out)
     return summary

@@ -151,13 +151,17 @@ class VideoCaptioner(keras_hub.models.Task):
                 )
             }
         self.self_critical = SelfCriticalTrainer(self, config)
-        # A traced train function would still be the cross-entropy one.
+        # A traced train function would still be the cross-entropy one; a
+        # test function compiled under `keras.distribution` keeps the old
+        # state's shardings (the trackers and seed state are new).
         self.train_function = None
+        self.test_function = None
 
     def disable_self_critical(self):
         """Switches `fit` back to cross-entropy."""
         self.self_critical = None
         self.train_function = None
+        self.test_function = None
 
     @property
     def metrics(self):
@@ -215,16 +219,33 @@ class VideoCaptioner(keras_hub.models.Task):
     else:
 
         def train_step(self, data):
+            from keras_pvc.distribute import multi_worker_logs
+
             if self.self_critical is not None:
-                return self.self_critical.train_step(data)
-            return super().train_step(self._model_inputs(data))
+                return multi_worker_logs(self.self_critical.train_step(data))
+            return multi_worker_logs(super().train_step(self._model_inputs(data)))
 
         def test_step(self, data):
+            from keras_pvc.distribute import multi_worker_logs
+
             logs = super().test_step(self._model_inputs(data))
-            return self._validation_logs(logs)
+            return multi_worker_logs(self._validation_logs(logs))
 
         def predict_step(self, data):
             return super().predict_step(self._model_inputs(data))
+
+    if keras.backend.backend() == "tensorflow":
+
+        def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+            # Keras 3.15 fails here on dict inputs under
+            # MultiWorkerMirroredStrategy (keras-team/keras issue 20329):
+            # see `keras_pvc.distribute.symbolic_build_batch`.
+            if iterator is not None and self._distribute_strategy is not None:
+                from keras_pvc.distribute import symbolic_build_batch
+
+                data_batch = symbolic_build_batch(self.distribute_strategy, iterator)
+                iterator = None
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def _validation_logs(self, logs):
         if self.self_critical is None:

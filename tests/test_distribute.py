@@ -1,0 +1,385 @@
+"""Training past one device: strategy choice, two workers, JAX DataParallel.
+
+The multi-process tests start subprocesses on free loopback ports (two
+TensorFlow workers with TF_CONFIG, two JAX processes with
+KERAS_DISTRIBUTION_*) and compare against one process on the same global
+batch.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from keras_pvc.distribute import Distribution
+from keras_pvc.distribute import _tensorflow_worker_index
+from keras_pvc.distribute import setup_distribution
+from keras_pvc.models.self_critical import decode as sampling_decode
+from layer_testing import BACKEND
+from layer_testing import tensorflow_only
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(TESTS)
+TIMEOUT = 900
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for handle in sockets:
+        handle.bind(("localhost", 0))
+    ports = [handle.getsockname()[1] for handle in sockets]
+    for handle in sockets:
+        handle.close()
+    return ports
+
+
+def environment(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=ROOT + os.pathsep + TESTS)
+    env.update(extra)
+    return env
+
+
+def run_together(commands, timeout=TIMEOUT):
+    """Starts processes `[(argv, env)]` at once; returns their (rc, out, err)."""
+    processes = [
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for argv, env in commands
+    ]
+    results = []
+    try:
+        for process in processes:
+            out, err = process.communicate(timeout=timeout)
+            results.append((process.returncode, out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    return results
+
+
+def tf_config(ports, index):
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+
+
+# === Choosing a strategy ===
+
+
+def test_a_strategy_the_backend_lacks_names_the_backend_and_the_alternatives():
+    with pytest.raises(ValueError, match="'jax' backend.*data-parallel.*tensorflow: mirrored"):
+        setup_distribution("multi-worker", backend="jax")
+    with pytest.raises(ValueError, match="'tensorflow' backend.*mirrored, multi-worker.*jax"):
+        setup_distribution("data-parallel", backend="tensorflow")
+    with pytest.raises(ValueError, match="'torch' backend has no distributed `fit`"):
+        setup_distribution("mirrored", backend="torch")
+    with pytest.raises(ValueError, match="Unknown distribution strategy 'ddp'"):
+        setup_distribution("ddp", backend="torch")
+    assert setup_distribution(None).record() == {
+        "strategy": None, "engine": None, "replicas": 1, "workers": 1,
+    }
+
+
+def test_cli_refuses_a_strategy_of_another_backend(tmp_path, capsys):
+    from keras_pvc.cli import main
+
+    other = "multi-worker" if BACKEND == "jax" else "data-parallel"
+    code = main(["train", "--root", str(tmp_path), "--out", str(tmp_path / "run"),
+                 "--distribute", other])
+    assert code == 1
+    error = capsys.readouterr().err
+    assert f"'{BACKEND}' backend" in error and "docs/distributed.md" in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_multi_worker_without_tf_config_says_what_to_set(monkeypatch):
+    if BACKEND != "tensorflow":
+        pytest.skip("multi-worker is TensorFlow's")
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        setup_distribution("multi-worker")
+
+
+def test_the_chief_is_the_chief_task_or_worker_zero(tmp_path):
+    assert _tensorflow_worker_index("worker", 0, {"worker": ["a", "b"]}) == 0
+    assert _tensorflow_worker_index("worker", 1, {"worker": ["a", "b"]}) == 1
+    assert _tensorflow_worker_index("chief", 0, {"chief": ["c"], "worker": ["a"]}) == 0
+    assert _tensorflow_worker_index("worker", 0, {"chief": ["c"], "worker": ["a"]}) == 1
+    # A worker writes a temporary folder holding the chief's backups to resume from.
+    out = tmp_path / "run"
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "latest.weights.h5").write_bytes(b"weights")
+    (out / "history.csv").write_text("epoch,loss\n0,1.0\n")
+    worker = Distribution("multi-worker", num_replicas=2, num_workers=2, worker_index=1)
+    folder = worker.write_folder(str(out), resume=True)
+    assert folder == str(out / "workertemp_1")
+    assert (out / "workertemp_1" / "backup" / "latest.weights.h5").read_bytes() == b"weights"
+    assert (out / "workertemp_1" / "history.csv").exists()
+    worker.finish(folder)
+    assert not os.path.exists(folder)
+    chief = Distribution("multi-worker", num_replicas=2, num_workers=2)
+    assert chief.write_folder(str(out)) == str(out)
+
+
+# === TensorFlow: two workers on loopback ===
+
+# One optimizer step on one global batch of 4 clips whose captions differ in
+# length (so the replicas hold different numbers of words), as one process
+# (argv[1] == "one") or as a worker of MultiWorkerMirroredStrategy.
+STEP_SCRIPT = """
+import sys
+mode, phase, out = sys.argv[1:4]
+from keras_pvc.distribute import Distribution, setup_distribution
+distribution = setup_distribution("multi-worker") if mode == "worker" else Distribution()
+import keras, numpy as np
+from keras import ops
+import keras_pvc.models.self_critical as self_critical
+from keras_pvc.datasets.clip import Clip
+from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
+from keras_pvc.models.video_captioner_preprocessor import EOS_ID, PAD_ID
+from test_models import CAPTIONS, tiny_model
+from test_distribute import split_independent_decode
+
+if phase == "self_critical":
+    self_critical.decode = split_independent_decode
+with distribution.scope():
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    # Cross-entropy is Keras' mean over each replica's words, averaged over
+    # replicas: the global batch's mean when replicas hold as many words, as
+    # these clips make them (one reference each, 9 words), however the batch
+    # is split.
+    if phase == "cross_entropy":
+        clips = [Clip(f"c{i}", [CAPTIONS[i % 2]], "train") for i in range(4)]
+    else:
+        clips = [Clip(f"c{i}", [c, CAPTIONS[(i + 1) % 4]], "train") for i, c in enumerate(CAPTIONS)]
+    if phase == "self_critical":
+        # No cross-entropy mixed in: the cross_entropy phase tests that.
+        model.enable_self_critical(
+            train_references=reference_ids(clips, model.preprocessor),
+            num_samples=3, baseline="mean", seed=1,
+        )
+features = np.random.default_rng(0).normal(size=(4, 3, 4, 5)).astype("float32")
+arrays = ClipArrays(clips, features, np.ones((4, 3), bool), [])
+dataset = caption_dataset(arrays, model.preprocessor, "features", 4, shuffle=False,
+                          references=phase == "self_critical")
+if distribution.is_chief:
+    np.savez(out + ".before.npz", *[ops.convert_to_numpy(v) for v in model.trainable_variables])
+history = model.fit(distribution.prepare_dataset(dataset, 4), epochs=1, verbose=0).history
+if distribution.is_chief:
+    np.savez(out, *[ops.convert_to_numpy(v) for v in model.trainable_variables])
+    print("LOGS" + __import__("json").dumps({k: float(v[0]) for k, v in history.items()}))
+"""
+
+
+def split_independent_decode(decoder, cache, max_length, seed_generator=None):
+    """Samples that do not depend on how the batch is split between replicas.
+
+    Gumbel-max with noise from each video's encoder state, the step and the
+    sample's index, `<eos>` after a number of words set the same way (so the
+    replicas hold different numbers of words). One process and two workers
+    then draw the same samples, and their updates can be compared.
+    """
+    from keras import ops
+
+    from keras_pvc.models.video_captioner_preprocessor import EOS_ID
+    from keras_pvc.models.video_captioner_preprocessor import PAD_ID
+
+    if seed_generator is None:
+        return sampling_decode(decoder, cache, max_length)  # the greedy baseline
+    rows = ops.shape(cache[0])[0]
+    video_key = ops.round(ops.sum(cache[2], axis=(1, 2)) * 100.0)
+    sample_key = ops.cast(ops.arange(rows) % 3, "float32")
+    vocabulary = ops.cast(ops.arange(decoder.vocabulary_size), "float32")
+    token_ids = ops.full((rows,), 2, "int32")
+    stop_at = 1 + (ops.cast(ops.abs(video_key), "int32") + ops.arange(rows) % 3) % (max_length - 1)
+    ids = ops.arange(decoder.vocabulary_size)
+    banned = ops.logical_or(ops.equal(ids, EOS_ID), ops.equal(ids, PAD_ID))
+    words = []
+    for step in range(max_length):
+        logits, cache = decoder.step(token_ids, cache)
+        phase = (video_key[:, None] * 12.9898 + sample_key[:, None] * 78.233
+                 + vocabulary[None, :] * 37.719 + step * 4.581)
+        uniform = ops.clip(ops.abs(ops.sin(phase) * 43758.5453) % 1.0, 1e-6, 1 - 1e-6)
+        scores = ops.where(banned[None, :], -1e9, logits - ops.log(-ops.log(uniform)))
+        token_ids = ops.cast(ops.argmax(scores, axis=-1), "int32")
+        stop = ops.equal(step, stop_at)
+        token_ids = ops.where(stop, ops.full_like(token_ids, EOS_ID), token_ids)
+        words.append(token_ids)
+    return ops.stack(words, axis=1)
+
+
+def load_weights(path):
+    with np.load(path) as saved:
+        return [saved[f"arr_{index}"] for index in range(len(saved.files))]
+
+
+@pytest.mark.slow
+@tensorflow_only("tf.distribute.MultiWorkerMirroredStrategy")
+@pytest.mark.parametrize("phase", ["cross_entropy", "self_critical"])
+def test_two_workers_make_one_process_update(tmp_path, phase):
+    script = textwrap.dedent(STEP_SCRIPT)
+    ports = free_ports(2)
+    one = str(tmp_path / "one.npz")
+    two = str(tmp_path / "two.npz")
+    commands = [
+        ([sys.executable, "-c", script, "one", phase, one], environment()),
+    ] + [
+        ([sys.executable, "-c", script, "worker", phase, two if index == 0 else "-"],
+         environment(TF_CONFIG=tf_config(ports, index)))
+        for index in range(2)
+    ]
+    results = run_together(commands)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    one_weights, two_weights = load_weights(one), load_weights(two)
+    initial = load_weights(one + ".before.npz")
+    update = max(float(np.max(np.abs(a - b))) for a, b in zip(one_weights, initial))
+    assert update > 1e-3  # the step moved the weights
+    for a, b in zip(one_weights, two_weights):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+    logs = [json.loads(line[4:]) for _, out, _ in results for line in out.splitlines()
+            if line.startswith("LOGS")]
+    np.testing.assert_allclose(logs[1]["loss"], logs[0]["loss"], rtol=1e-4)
+
+
+@pytest.mark.slow
+@tensorflow_only("tf.distribute.MultiWorkerMirroredStrategy")
+def test_keras_pvc_train_on_two_workers_with_self_critical(tmp_path):
+    from keras_pvc.datasets.procedural import generate_procedural_dataset
+
+    root = str(tmp_path / "data")
+    generate_procedural_dataset(root, num_clips=12, num_frames=4, seed=3)
+    out = tmp_path / "run"
+    ports = free_ports(2)
+    argv = [sys.executable, "-m", "keras_pvc.cli", "train", "--root", root, "--out", str(out),
+            "--distribute", "multi-worker", "--epochs", "1", "--rl-epochs", "1",
+            "--rl-samples", "2", "--set", "hidden_dim=8", "--set", "embedding_dim=8",
+            "--set", "graph=null", "--set", "batch_size=4", "--set", "caption_length=6",
+            "--set", 'frame_cnn={"backbone": "simple", "filters": [4], "normalization": "batch"}']
+    results = run_together(
+        [(argv, environment(TF_CONFIG=tf_config(ports, index))) for index in range(2)]
+    )
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    chief_log, worker_log = results[0][1], results[1][1]
+    assert "2 replicas on 2 worker(s); this process is the chief" in chief_log
+    assert "this process is the worker 1" in worker_log
+    assert "Self-critical training" in chief_log
+    with open(out / "metrics.json") as handle:
+        metrics = json.load(handle)
+    assert metrics["distribution"] == {
+        "strategy": "multi-worker",
+        "engine": "tf.distribute.MultiWorkerMirroredStrategy",
+        "replicas": 2,
+        "workers": 2,
+    }
+    assert metrics["rl_epochs"] == 1 and "XE+RL" in metrics["phases"]
+    # Only the chief's folder is left; the worker's temporary one is gone.
+    assert not (out / "workertemp_1").exists()
+    assert (out / "model").is_dir() and (out / "backup_rl").is_dir()
+
+
+# === JAX: DataParallel over two CPU devices, and two processes ===
+
+DATA_PARALLEL_SCRIPT = """
+import json
+import keras, numpy as np
+from keras import ops
+from keras_pvc.distribute import setup_distribution
+from keras_pvc.datasets.clip import Clip
+from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
+from test_models import CAPTIONS, tiny_model
+
+def one_step(phase, distribute):
+    distribution = setup_distribution("data-parallel" if distribute else None)
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    clips = [Clip(f"c{i}", [c, CAPTIONS[(i + 1) % 4]], "train") for i, c in enumerate(CAPTIONS)]
+    if phase == "self_critical":
+        model.enable_self_critical(
+            train_references=reference_ids(clips, model.preprocessor),
+            num_samples=3, baseline="mean", xe_weight=0.5, seed=1,
+        )
+    features = np.random.default_rng(0).normal(size=(4, 3, 4, 5)).astype("float32")
+    arrays = ClipArrays(clips, features, np.ones((4, 3), bool), [])
+    dataset = caption_dataset(arrays, model.preprocessor, "features", 4, shuffle=False,
+                              references=phase == "self_critical")
+    before = [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
+    logs = model.fit(distribution.prepare_dataset(dataset, 4), epochs=1, verbose=0).history
+    after = [ops.convert_to_numpy(v) for v in model.trainable_variables]
+    keras.distribution.set_distribution(None)
+    return distribution, before, after, {k: float(v[0]) for k, v in logs.items()}
+
+results = {}
+for phase in ("cross_entropy", "self_critical"):
+    _, before, one, one_logs = one_step(phase, False)
+    distribution, _, two, two_logs = one_step(phase, True)
+    results[phase] = {
+        "update": max(float(np.max(np.abs(a - b))) for a, b in zip(one, before)),
+        "difference": max(float(np.max(np.abs(a - b))) for a, b in zip(one, two)),
+        "one": one_logs, "two": two_logs, "replicas": distribution.num_replicas,
+    }
+print("RESULTS" + json.dumps(results))
+"""
+
+
+@pytest.mark.slow
+def test_jax_data_parallel_step_equals_one_device():
+    if BACKEND != "jax":
+        pytest.skip("keras.distribution.DataParallel runs on JAX")
+    (code, out, err), = run_together([(
+        [sys.executable, "-c", textwrap.dedent(DATA_PARALLEL_SCRIPT)],
+        environment(KERAS_BACKEND="jax", XLA_FLAGS="--xla_force_host_platform_device_count=2"),
+    )])
+    assert code == 0, err[-3000:]
+    line = [row for row in out.splitlines() if row.startswith("RESULTS")][-1]
+    results = json.loads(line[len("RESULTS"):])
+    for phase in ("cross_entropy", "self_critical"):
+        result = results[phase]
+        assert result["replicas"] == 2
+        assert result["update"] > 1e-3, result
+        assert result["difference"] < 1e-5, result
+        for key, value in result["one"].items():
+            np.testing.assert_allclose(result["two"][key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    assert results["self_critical"]["one"]["reward"] > 0.0
+
+
+@pytest.mark.slow
+def test_jax_two_processes_train_through_keras_distribution_initialize(tmp_path):
+    if BACKEND != "jax":
+        pytest.skip("keras.distribution.initialize runs on JAX")
+    from keras_pvc.datasets.procedural import generate_procedural_dataset
+
+    root = str(tmp_path / "data")
+    generate_procedural_dataset(root, num_clips=12, num_frames=4, seed=3)
+    port, = free_ports(1)
+    commands = []
+    for index in range(2):
+        out = tmp_path / f"run{index}"
+        argv = [sys.executable, "-m", "keras_pvc.cli", "train", "--root", root,
+                "--out", str(out), "--distribute", "data-parallel", "--epochs", "1",
+                "--set", "hidden_dim=8", "--set", "embedding_dim=8", "--set", "graph=null",
+                "--set", "batch_size=4", "--set", "caption_length=6",
+                "--set", 'frame_cnn={"backbone": "simple", "filters": [4], "normalization": "batch"}']
+        commands.append((argv, environment(
+            KERAS_BACKEND="jax",
+            KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{port},localhost:{port + 1}",
+            KERAS_DISTRIBUTION_NUM_PROCESSES="2",
+            KERAS_DISTRIBUTION_PROCESS_ID=str(index),
+        )))
+    results = run_together(commands)
+    for code, _, err in results:
+        assert code == 0, err[-3000:]
+    assert "2 replicas on 2 worker(s); this process is the chief" in results[0][1]
+    with open(tmp_path / "run0" / "metrics.json") as handle:
+        metrics = json.load(handle)
+    assert metrics["distribution"]["replicas"] == 2
+    assert metrics["distribution"]["workers"] == 2
