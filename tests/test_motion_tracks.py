@@ -6,7 +6,7 @@ from keras import ops
 from keras_pvc.layers import MotionTracks
 from keras_pvc.layers import SpatialGraphConv
 from keras_pvc.layers.motion_tracks import track_geometry
-from tests.layer_testing import run_layer_test
+from layer_testing import run_layer_test
 
 
 def _moving_square_clip(path, grid=4, channels=6, background=1.0, strength=5.0):
