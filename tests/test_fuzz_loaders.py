@@ -108,7 +108,10 @@ def damage_json(data, rng):
     path = slots[rng.integers(len(slots))]
     wrong = WRONG_VALUES[rng.integers(len(WRONG_VALUES))]
     if rng.integers(6) == 0:
-        wrong = [wrong] * 20_000 if rng.integers(2) else {"deep": None}
+        # A long list (20,000 items; 200 of the 100 kB string, 20 MB, not
+        # 2 GB: the alarm looks for hangs, not for disk and parse speed).
+        repeats = 200 if isinstance(wrong, str) and len(wrong) > 1000 else 20_000
+        wrong = [wrong] * repeats if rng.integers(2) else {"deep": None}
         if isinstance(wrong, dict):
             for _ in range(5000):  # nesting deeper than json's recursion limit
                 wrong = {"deep": wrong}
