@@ -1,6 +1,8 @@
 import keras
-import numpy as np
 from keras import ops
+
+from keras_pvc.layers.spatial_graph_conv import grid_coordinates
+from keras_pvc.layers.spatial_graph_conv import resolve_grid
 
 
 def track_geometry(nodes, grid_shape, temperature=4.0):
@@ -31,13 +33,7 @@ def track_geometry(nodes, grid_shape, temperature=4.0):
         float tensor `(B, T, 8)`: change `(x, y, spread, mass)` then contrast
         `(x, y, spread, mass)`.
     """
-    height, width = grid_shape
-    rows, cols = np.meshgrid(
-        np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij"
-    )
-    coords = ops.convert_to_tensor(
-        np.stack([cols.reshape(-1), rows.reshape(-1)], -1).astype("float32")
-    )
+    coords = ops.convert_to_tensor(grid_coordinates(*grid_shape))
     nodes = ops.cast(nodes, "float32")
     # (B, T, 1, 1): 1 for real frames, 0 for all-zero padding frames.
     valid = ops.cast(ops.max(ops.abs(nodes), axis=(2, 3), keepdims=True) > 0, "float32")
@@ -109,17 +105,7 @@ class MotionTracks(keras.layers.Layer):
         self.deltas = bool(deltas)
 
     def _grid(self, num_regions):
-        if self.grid_shape is not None:
-            height, width = self.grid_shape
-        else:
-            side = int(round(num_regions**0.5))
-            height, width = side, side
-        if height * width != num_regions:
-            raise ValueError(
-                f"MotionTracks: {num_regions} regions do not fill a grid of "
-                f"{height}x{width}; pass `grid_shape=(height, width)`."
-            )
-        return height, width
+        return resolve_grid(num_regions, self.grid_shape, "MotionTracks")
 
     def build(self, nodes_shape):
         self._grid(nodes_shape[-2])

@@ -35,6 +35,32 @@ def grid_adjacency(height, width, neighbourhood=8):
     return adjacency
 
 
+def resolve_grid(num_regions, grid_shape=None, owner="layer"):
+    """`(height, width)` of `num_regions` regions: `grid_shape`, or a square.
+
+    Raises a ValueError naming `owner` when the regions do not fill it.
+    """
+    if grid_shape is not None:
+        height, width = grid_shape
+    else:
+        side = int(round(num_regions**0.5))
+        height, width = side, side
+    if height * width != num_regions:
+        raise ValueError(
+            f"{owner}: {num_regions} regions do not fill a grid "
+            f"of {height}x{width}; pass `grid_shape=(height, width)`."
+        )
+    return height, width
+
+
+def grid_coordinates(height, width):
+    """Each region's `(x, y)` in [-1, 1], row-major: float32 `(H * W, 2)`."""
+    rows, cols = np.meshgrid(
+        np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij"
+    )
+    return np.stack([cols.reshape(-1), rows.reshape(-1)], axis=-1).astype("float32")
+
+
 @keras.saving.register_keras_serializable(package="keras_pvc")
 class SpatialGraphConv(keras.layers.Layer):
     """Message passing between the regions of each frame, then node pooling.
@@ -218,17 +244,7 @@ class SpatialGraphConv(keras.layers.Layer):
         )
 
     def _resolve_grid(self, num_regions):
-        if self.grid_shape is not None:
-            height, width = self.grid_shape
-        else:
-            side = int(round(num_regions**0.5))
-            height, width = side, side
-        if height * width != num_regions:
-            raise ValueError(
-                f"SpatialGraphConv: {num_regions} regions do not fill a grid "
-                f"of {height}x{width}; pass `grid_shape=(height, width)`."
-            )
-        return height, width
+        return resolve_grid(num_regions, self.grid_shape, "SpatialGraphConv")
 
     def build(self, nodes_shape, adjacency_shape=None):
         num_regions, channels = nodes_shape[-2], nodes_shape[-1]
@@ -244,12 +260,7 @@ class SpatialGraphConv(keras.layers.Layer):
         )
         # Constants of the layer, not weights: rebuilt from the config.
         self.grid_matrix = ops.convert_to_numpy(normalised)
-        rows, cols = np.meshgrid(
-            np.linspace(-1.0, 1.0, height), np.linspace(-1.0, 1.0, width), indexing="ij"
-        )
-        self.coordinate_matrix = np.stack(
-            [cols.reshape(-1), rows.reshape(-1)], axis=-1
-        ).astype("float32")
+        self.coordinate_matrix = grid_coordinates(height, width)
         if self.position_embedding:
             self.position_embeddings = self.add_weight(
                 name="position_embeddings",
