@@ -12,10 +12,13 @@ pick one of:
 PyTorch: Keras 3.15 has no distribution for `fit` on torch (no
 `keras.distribution` backend, no `tf.distribute`), so none is offered.
 
-The batch size is the global batch: every replica takes its share. The
-self-critical loss is normalised over the global batch's words (JAX's
-global-view steps normalise everything globally); cross-entropy on
-TensorFlow is Keras' mean of the replicas' means. With several workers only the chief writes the
+The batch size is the global batch: every replica takes its share. Losses
+are normalised over the global batch's words, so N replicas make one
+device's update: JAX's global-view steps see the whole batch; on TensorFlow
+`prepare_dataset` preprocesses each global batch and adds its word count
+(`global_words`), which `VideoCaptioner.compute_loss` divides by (no
+collective in the loss), and the self-critical loss sums its samples' words
+over the replicas. With several workers only the chief writes the
 run folder; the others write to `workertemp_<index>` inside it, removed at
 the end, as TensorFlow's multi-worker guide does. See docs/distributed.md.
 """
@@ -74,8 +77,14 @@ class Distribution:
             return self.strategy.scope()
         return contextlib.nullcontext()
 
-    def prepare_dataset(self, dataset, batch_size=None, training=True):
+    def prepare_dataset(self, dataset, batch_size=None, training=True, preprocessor=None):
         """`dataset` (batched at the global `batch_size`) ready for `fit`.
+
+        With a `preprocessor` (the model's), a TensorFlow strategy's
+        batches are preprocessed here, on the whole global batch, and carry
+        its word count (`with_global_word_count`), so cross-entropy is the
+        global batch's mean; without one it is Keras' mean of the
+        replicas' means.
 
         Keras splits each global batch between replicas (and between
         processes). An epoch's last, short batch is dropped
@@ -103,6 +112,8 @@ class Distribution:
             )
         if training or self.name == "data-parallel":
             dataset = dataset.rebatch(batch_size, drop_remainder=True)
+        if preprocessor is not None and self.name in STRATEGIES["tensorflow"]:
+            dataset = with_global_word_count(dataset.map(preprocessor))
         if self.name != "multi-worker":
             return dataset
         options = tf.data.Options()
@@ -274,6 +285,29 @@ def _jax_data_parallel():
         num_workers=jax.process_count(),
         worker_index=jax.process_index(),
     )
+
+
+def with_global_word_count(dataset):
+    """Adds `global_words` to each batch of preprocessed `(x, y, weights)`.
+
+    The count is the sum of the batch's sample weights (1 on each real
+    caption word), taken before a strategy splits the batch between
+    replicas, and repeated for every row: `VideoCaptioner.compute_loss`
+    divides each replica's summed word losses by it, so the replicas'
+    summed gradients are the global batch's mean, however its words fall
+    between replicas.
+    """
+    import tensorflow as tf
+
+    from keras_pvc.models.video_captioner_preprocessor import GLOBAL_WORDS
+
+    def add(x, y, weights):
+        x = dict(x)
+        rows = tf.shape(y)[0]
+        x[GLOBAL_WORDS] = tf.fill([rows], tf.reduce_sum(tf.cast(weights, tf.float32)))
+        return x, y, weights
+
+    return dataset.map(add)
 
 
 def symbolic_build_batch(strategy, iterator):

@@ -457,7 +457,9 @@ def train_run(
             references=bool(rl_epochs),
             epoch_counter=epoch_counter,
         )
-    train_ds = distribute.prepare_dataset(train_ds, config["batch_size"])
+    train_ds = distribute.prepare_dataset(
+        train_ds, config["batch_size"], preprocessor=model.preprocessor
+    )
     val_ds = None
     if val.clips and kind == "features":
         val_ds = features_dataset(
@@ -468,7 +470,9 @@ def train_run(
         val_ds = caption_dataset(
             val, model.preprocessor, kind, config["batch_size"], shuffle=False
         )
-    val_ds = distribute.prepare_dataset(val_ds, config["batch_size"], training=False)
+    val_ds = distribute.prepare_dataset(
+        val_ds, config["batch_size"], training=False, preprocessor=model.preprocessor
+    )
     best = None
     if epochs and val_ds is not None and config.get("restore_best_weights"):
         from keras_pvc.training import BestWeights

@@ -126,6 +126,62 @@ def test_the_chief_is_the_chief_task_or_worker_zero(tmp_path):
     assert chief.write_folder(str(out)) == str(out)
 
 
+# === Cross-entropy over the global batch's words ===
+
+
+def test_replica_shares_of_the_loss_add_up_to_the_global_word_mean():
+    """Split a batch whose halves hold different numbers of words, as two
+    replicas would: each half's `compute_loss`, given the whole batch's
+    `global_words`, is its share, and the shares add up to the whole batch's
+    mean over words (Keras' loss on one device), by numpy as well. A mean of
+    the halves' own means would not (asserted, so the case can tell)."""
+    import keras
+    from keras import ops
+
+    from keras_pvc.distribute import with_global_word_count
+    from keras_pvc.models.video_captioner_preprocessor import GLOBAL_WORDS
+    from test_models import CAPTIONS, tiny_model
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = tiny_model()
+    features = np.random.default_rng(0).normal(size=(4, 3, 4, 5)).astype("float32")
+    raw = {"features": features, "frame_mask": np.ones((4, 3), "int32"),
+           "caption": tf.constant(CAPTIONS)}
+    x, y, weights = next(iter(with_global_word_count(
+        tf.data.Dataset.from_tensors(raw).map(model.preprocessor)
+    )))
+    # Fitted a little, so words differ in loss (an untrained model's are all
+    # about log(vocabulary), and any normalisation would look alike).
+    model.fit({"features": features, "frame_mask": raw["frame_mask"], "caption": CAPTIONS},
+              batch_size=4, epochs=10, verbose=0)
+    x = {key: ops.convert_to_tensor(value.numpy()) for key, value in x.items()}
+    y, weights = ops.convert_to_tensor(y.numpy()), ops.convert_to_tensor(weights.numpy())
+    assert float(x[GLOBAL_WORDS][0]) == float(np.sum(ops.convert_to_numpy(weights)))
+
+    def loss(rows, carry_words=True):
+        part = {key: value[rows] for key, value in x.items()}
+        if not carry_words:
+            del part[GLOBAL_WORDS]
+        predictions = model(part, training=False)
+        return float(ops.convert_to_numpy(model.compute_loss(part, y[rows], predictions, weights[rows])))
+
+    # Parts as uneven as replicas can hold: the short caption on its own.
+    whole = loss(slice(0, 4), carry_words=False)
+    halves = loss(slice(0, 2)) + loss(slice(2, 3)) + loss(slice(3, 4))
+    np.testing.assert_allclose(halves, whole, rtol=1e-5)
+    # numpy: the mean over real words of -log softmax at the label.
+    logits = ops.convert_to_numpy(model(x, training=False)).astype("float64")
+    labels, mask = ops.convert_to_numpy(y), ops.convert_to_numpy(weights)
+    log_probs = logits - np.log(np.sum(np.exp(logits - logits.max(-1, keepdims=True)), -1, keepdims=True)) - logits.max(-1, keepdims=True)
+    picked = np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    np.testing.assert_allclose(whole, -np.sum(picked * mask) / np.sum(mask), rtol=1e-5)
+    assert float(np.sum(mask[2])) < float(np.sum(mask[3]))
+    means = [loss(slice(0, 2), False), loss(slice(2, 3), False), loss(slice(3, 4), False)]
+    # 100 times the tolerance above.
+    assert abs(np.mean(means) - whole) > 1e-3 * whole
+
+
 # === TensorFlow: two workers on loopback ===
 
 # One optimizer step on one global batch of 4 clips whose captions differ in
@@ -151,12 +207,12 @@ with distribution.scope():
     keras.utils.set_random_seed(0)
     model = tiny_model()
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
-    # Cross-entropy is Keras' mean over each replica's words, averaged over
-    # replicas: the global batch's mean when replicas hold as many words, as
-    # these clips make them (one reference each, 9 words), however the batch
-    # is split.
+    # Cross-entropy over captions of different lengths (9, 9, 5 and 9
+    # words), so the two workers hold different numbers of words: their
+    # update equals one process's only if the loss is normalised over the
+    # global batch's words.
     if phase == "cross_entropy":
-        clips = [Clip(f"c{i}", [CAPTIONS[i % 2]], "train") for i in range(4)]
+        clips = [Clip(f"c{i}", [CAPTIONS[i]], "train") for i in range(4)]
     else:
         clips = [Clip(f"c{i}", [c, CAPTIONS[(i + 1) % 4]], "train") for i, c in enumerate(CAPTIONS)]
     if phase == "self_critical":
@@ -171,7 +227,8 @@ dataset = caption_dataset(arrays, model.preprocessor, "features", 4, shuffle=Fal
                           references=phase == "self_critical")
 if distribution.is_chief:
     np.savez(out + ".before.npz", *[ops.convert_to_numpy(v) for v in model.trainable_variables])
-history = model.fit(distribution.prepare_dataset(dataset, 4), epochs=1, verbose=0).history
+dataset = distribution.prepare_dataset(dataset, 4, preprocessor=model.preprocessor)
+history = model.fit(dataset, epochs=1, verbose=0).history
 if distribution.is_chief:
     np.savez(out, *[ops.convert_to_numpy(v) for v in model.trainable_variables])
     print("LOGS" + __import__("json").dumps({k: float(v[0]) for k, v in history.items()}))

@@ -539,6 +539,7 @@ from layer_testing import slow_on_jax
 from layer_testing import tensorflow_only
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
+from keras_pvc.distribute import with_global_word_count
 from keras_pvc.models.video_captioner_preprocessor import EOS_ID, PAD_ID
 
 # Plain sampling under two replicas, through `fit`: it runs and logs
@@ -596,9 +597,9 @@ def one_step(strategy):
         keras.utils.set_random_seed(0)
         model = tiny_model()
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
-        # Captions of the same length: the mixed-in cross-entropy is a mean
-        # over each replica's words too.
-        captions = [helpers.CAPTIONS[0], helpers.CAPTIONS[1]] * 2
+        # Captions of different lengths: the mixed-in cross-entropy is
+        # normalised over the global batch's words too (`global_words`).
+        captions = [helpers.CAPTIONS[0], helpers.CAPTIONS[1], helpers.CAPTIONS[2], helpers.CAPTIONS[0]]
         clips = [Clip(f"c{{i}}", [c, captions[(i + 1) % 4]], "train") for i, c in enumerate(captions)]
         features = np.random.default_rng(0).normal(size=(4, 3, 4, 5)).astype("float32")
         arrays = ClipArrays(clips, features, np.ones((4, 3), bool), [])
@@ -613,7 +614,7 @@ def one_step(strategy):
     # The train step itself, replicated with `strategy.run` (what `fit`
     # does), on the preprocessed batch.
     batch = next(iter(strategy.experimental_distribute_dataset(
-        dataset.map(model.preprocessor).take(1)
+        with_global_word_count(dataset.map(model.preprocessor)).take(1)
     )))
     before = [ops.convert_to_numpy(v).copy() for v in model.trainable_variables]
     tf.function(lambda data: strategy.run(model.train_step, args=(data,)))(batch)

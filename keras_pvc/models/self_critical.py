@@ -31,6 +31,7 @@ from keras import ops
 
 from keras_pvc.models.video_captioner_preprocessor import BOS_ID
 from keras_pvc.models.video_captioner_preprocessor import EOS_ID
+from keras_pvc.models.video_captioner_preprocessor import GLOBAL_WORDS
 from keras_pvc.models.video_captioner_preprocessor import PAD_ID
 
 BASELINES = ("greedy", "mean")
@@ -359,7 +360,10 @@ class SelfCriticalTrainer:
         if config.xe_weight:
             xe_inputs = {key: x[key] for key in model.backbone.input}
             predictions = model(xe_inputs, training=True)
-            # `compute_loss` comes already divided by the replica count.
+            if GLOBAL_WORDS in x:
+                xe_inputs[GLOBAL_WORDS] = x[GLOBAL_WORDS]
+            # `compute_loss` comes divided by the replica count (Keras'
+            # scaling, or this replica's share of the global batch's words).
             xe_loss = num_replicas * model.compute_loss(
                 x=xe_inputs, y=y, y_pred=predictions, sample_weight=sample_weight
             )

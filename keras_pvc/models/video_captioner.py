@@ -6,7 +6,11 @@ from keras import ops
 from keras_pvc.models.video_captioner_backbone import VideoCaptionerBackbone
 from keras_pvc.models.video_captioner_preprocessor import BOS_ID
 from keras_pvc.models.video_captioner_preprocessor import EOS_ID
+from keras_pvc.models.video_captioner_preprocessor import GLOBAL_WORDS
 from keras_pvc.models.video_captioner_preprocessor import VideoCaptionerPreprocessor
+
+# Inputs that ride along in batches and that the network does not take.
+_RIDERS = frozenset(("reference_ids", GLOBAL_WORDS))
 
 
 def masked_accuracy(y_true, y_pred):
@@ -181,12 +185,13 @@ class VideoCaptioner(keras_hub.models.Task):
         return metrics
 
     def call(self, inputs, training=None, mask=None):
-        # `reference_ids` ride along in batches for rewards; the network
+        # `reference_ids` (for rewards) and `global_words` (the loss's
+        # normaliser under a strategy) ride along in batches; the network
         # does not take them.
-        if isinstance(inputs, dict) and "reference_ids" in inputs:
-            inputs = {k: v for k, v in inputs.items() if k != "reference_ids"}
+        if isinstance(inputs, dict) and _RIDERS.intersection(inputs):
+            inputs = {k: v for k, v in inputs.items() if k not in _RIDERS}
             if isinstance(mask, dict):
-                mask = {k: v for k, v in mask.items() if k != "reference_ids"}
+                mask = {k: v for k, v in mask.items() if k not in _RIDERS}
         return super().call(inputs, training=training, mask=mask)
 
     @staticmethod
@@ -246,6 +251,36 @@ class VideoCaptioner(keras_hub.models.Task):
                 data_batch = symbolic_build_batch(self.distribute_strategy, iterator)
                 iterator = None
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras' loss; under a strategy, the global batch's mean over words.
+
+        When the batch carries `global_words` (added by
+        `keras_pvc.distribute.Distribution.prepare_dataset` on TensorFlow)
+        and the model was compiled with the "auto" loss, this replica's
+        summed word cross-entropy is divided by the global batch's word
+        count: the replicas' summed gradients are then one device's update
+        on the whole batch, however its words fall between replicas. No
+        collective runs in the loss. Otherwise (one device, JAX's global
+        view, a loss of your own) it is Keras' `compute_loss`.
+        """
+        words = x.get(GLOBAL_WORDS) if isinstance(x, dict) else None
+        if words is None or y is None or not getattr(self, "_word_mean_loss", False):
+            return super().compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+            )
+        losses = keras.losses.sparse_categorical_crossentropy(
+            y, ops.cast(y_pred, "float32"), from_logits=True
+        )
+        if sample_weight is not None:
+            losses = losses * ops.cast(sample_weight, "float32")
+        # Every row holds the same count; the 1 keeps an empty replica's
+        # share (a short validation batch) a finite 0.
+        count = ops.max(ops.concatenate([ops.cast(words, "float32"), ops.ones((1,))]))
+        total = ops.sum(losses) / count
+        for extra in self.losses:
+            total = total + self._aggregate_additional_loss(extra)
+        return total
 
     def _validation_logs(self, logs):
         if self.self_critical is None:
@@ -319,6 +354,9 @@ class VideoCaptioner(keras_hub.models.Task):
             optimizer = keras.optimizers.Adam(
                 learning_rate=learning_rate, clipnorm=clipnorm
             )
+        # The "auto" loss is also the one `compute_loss` normalises over a
+        # distributed global batch's words.
+        self._word_mean_loss = loss == "auto"
         if loss == "auto":
             loss = keras.losses.SparseCategoricalCrossentropy(
                 from_logits=True, reduction="mean_with_sample_weight"
