@@ -343,6 +343,87 @@ def test_keras_pvc_train_on_two_workers_with_self_critical(tmp_path):
     assert (out / "model").is_dir() and (out / "backup_rl").is_dir()
 
 
+# Two workers train 2 epochs; with a kill epoch, both SIGKILL themselves
+# mid-way through it (after the same step, so neither waits on a dead
+# peer); with "resume" they go on from the chief's backup.
+RESUME_SCRIPT = """
+import os, signal, sys
+from keras_pvc.distribute import setup_distribution
+distribution = setup_distribution("multi-worker")
+import keras
+import tensorflow as tf
+tf.config.experimental.enable_op_determinism()
+from keras_pvc.datasets.msvd import load_msvd
+from keras_pvc.runs import train_run
+
+root, out, kill_epoch, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
+
+class KillMidEpoch(keras.callbacks.Callback):
+    epoch = -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.epoch == -1:  # The first epoch this process trains.
+            with open(f"{out}.first_epoch.{distribution.worker_index}", "w") as handle:
+                handle.write(str(epoch))
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == kill_epoch and batch == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+overrides = {"hidden_dim": 8, "embedding_dim": 8, "graph": None, "batch_size": 4,
+             "caption_length": 6, "num_frames": 4,
+             "frame_cnn": {"backbone": "simple", "filters": [4], "normalization": "batch"}}
+train_run(load_msvd(root), out, overrides=overrides, epochs=2, seed=5, resume=resume,
+          callbacks=[KillMidEpoch()], verbose=0, distribute=distribution)
+"""
+
+
+@pytest.mark.slow
+@tensorflow_only("tf.distribute.MultiWorkerMirroredStrategy")
+def test_two_workers_killed_mid_epoch_resume_to_the_uninterrupted_weights(tmp_path):
+    from keras_pvc.datasets.procedural import generate_procedural_dataset
+
+    root = str(tmp_path / "data")
+    generate_procedural_dataset(root, num_clips=16, num_frames=4, seed=3)
+    script = textwrap.dedent(RESUME_SCRIPT)
+
+    def two_workers(out, kill_epoch, resume):
+        ports = free_ports(2)
+        argv = [sys.executable, "-c", script, root, out, str(kill_epoch),
+                "resume" if resume else "new"]
+        return run_together(
+            [(argv, environment(TF_CONFIG=tf_config(ports, index))) for index in range(2)]
+        )
+
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    for code, _, err in two_workers(straight, -1, False):
+        assert code == 0, err[-3000:]
+    for code, _, err in two_workers(resumed, 1, False):
+        assert code == -9, err[-3000:]  # SIGKILL, mid epoch 2
+    assert not os.path.exists(os.path.join(resumed, "model"))
+    for code, _, err in two_workers(resumed, -1, True):
+        assert code == 0, err[-3000:]
+    # Both workers went on from the chief's backup of epoch 0.
+    for index in range(2):
+        with open(f"{resumed}.first_epoch.{index}") as handle:
+            assert handle.read() == "1"
+    for a, b in zip(load_run_weights(straight), load_run_weights(resumed)):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    with open(os.path.join(resumed, "history.csv")) as handle:
+        epochs = [line.split(",")[0] for line in handle.read().split()[1:]]
+    assert epochs == ["0", "1"]
+    assert not os.path.exists(os.path.join(resumed, "workertemp_1"))
+
+
+def load_run_weights(run):
+    import keras_pvc
+    from keras import ops
+
+    model = keras_pvc.from_preset(os.path.join(run, "model"))
+    return [ops.convert_to_numpy(w) for w in model.weights]
+
+
 # === JAX: DataParallel over two CPU devices, and two processes ===
 
 DATA_PARALLEL_SCRIPT = """
