@@ -156,3 +156,57 @@ def slow_on_jax(test):
     import pytest
 
     return pytest.mark.slow(test) if BACKEND == "jax" else test
+
+
+_PACKAGE_DECODE = {}
+
+
+def split_independent_decode(decoder, cache, max_length, seed_generator=None):
+    """Self-critical samples that do not depend on how a batch is split.
+
+    A stand-in for `keras_pvc.models.self_critical.decode` in tests that
+    compare several replicas or workers with one device: Gumbel-max with
+    noise from each video's encoder state, the step and the sample's index,
+    and `<eos>` after a number of words set the same way (so replicas hold
+    different numbers of words). Without `seed_generator` (the greedy
+    baseline) it is the package's own decode.
+    """
+    from keras import ops
+
+    from keras_pvc.models import self_critical
+    from keras_pvc.models.video_captioner_preprocessor import EOS_ID
+    from keras_pvc.models.video_captioner_preprocessor import PAD_ID
+
+    if seed_generator is None:
+        return _PACKAGE_DECODE.get("decode", self_critical.decode)(decoder, cache, max_length)
+    rows = ops.shape(cache[0])[0]
+    # Rounded: a batch of 4 and two of 2 give encoder states that can differ
+    # in the last bits (kernel blocking), which the hash below would amplify.
+    video_key = ops.round(ops.sum(cache[2], axis=(1, 2)) * 100.0)
+    sample_key = ops.cast(ops.arange(rows) % 3, "float32")
+    vocabulary = ops.cast(ops.arange(decoder.vocabulary_size), "float32")
+    token_ids = ops.full((rows,), 2, "int32")
+    # Where each sample says <eos>: from the video and the sample's index.
+    stop_at = 1 + (ops.cast(ops.abs(video_key), "int32") + ops.arange(rows) % 3) % (max_length - 1)
+    ids = ops.arange(decoder.vocabulary_size)
+    banned = ops.logical_or(ops.equal(ids, EOS_ID), ops.equal(ids, PAD_ID))
+    words = []
+    for step in range(max_length):
+        logits, cache = decoder.step(token_ids, cache)
+        phase = (video_key[:, None] * 12.9898 + sample_key[:, None] * 78.233
+                 + vocabulary[None, :] * 37.719 + step * 4.581)
+        uniform = ops.clip(ops.abs(ops.sin(phase) * 43758.5453) % 1.0, 1e-6, 1 - 1e-6)
+        scores = ops.where(banned[None, :], -1e9, logits - ops.log(-ops.log(uniform)))
+        token_ids = ops.cast(ops.argmax(scores, axis=-1), "int32")
+        stop = ops.equal(step, stop_at)
+        token_ids = ops.where(stop, ops.full_like(token_ids, EOS_ID), token_ids)
+        words.append(token_ids)
+    return ops.stack(words, axis=1)
+
+
+def use_split_independent_decode():
+    """Makes self-critical training sample with `split_independent_decode`."""
+    from keras_pvc.models import self_critical
+
+    _PACKAGE_DECODE.setdefault("decode", self_critical.decode)
+    self_critical.decode = split_independent_decode

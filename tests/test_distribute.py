@@ -19,7 +19,6 @@ import pytest
 from keras_pvc.distribute import Distribution
 from keras_pvc.distribute import _tensorflow_worker_index
 from keras_pvc.distribute import setup_distribution
-from keras_pvc.models.self_critical import decode as sampling_decode
 from layer_testing import BACKEND
 from layer_testing import tensorflow_only
 
@@ -194,15 +193,14 @@ from keras_pvc.distribute import Distribution, setup_distribution
 distribution = setup_distribution("multi-worker") if mode == "worker" else Distribution()
 import keras, numpy as np
 from keras import ops
-import keras_pvc.models.self_critical as self_critical
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
 from keras_pvc.models.video_captioner_preprocessor import EOS_ID, PAD_ID
 from test_models import CAPTIONS, tiny_model
-from test_distribute import split_independent_decode
+from layer_testing import use_split_independent_decode
 
 if phase == "self_critical":
-    self_critical.decode = split_independent_decode
+    use_split_independent_decode()
 with distribution.scope():
     keras.utils.set_random_seed(0)
     model = tiny_model()
@@ -233,43 +231,6 @@ if distribution.is_chief:
     np.savez(out, *[ops.convert_to_numpy(v) for v in model.trainable_variables])
     print("LOGS" + __import__("json").dumps({k: float(v[0]) for k, v in history.items()}))
 """
-
-
-def split_independent_decode(decoder, cache, max_length, seed_generator=None):
-    """Samples that do not depend on how the batch is split between replicas.
-
-    Gumbel-max with noise from each video's encoder state, the step and the
-    sample's index, `<eos>` after a number of words set the same way (so the
-    replicas hold different numbers of words). One process and two workers
-    then draw the same samples, and their updates can be compared.
-    """
-    from keras import ops
-
-    from keras_pvc.models.video_captioner_preprocessor import EOS_ID
-    from keras_pvc.models.video_captioner_preprocessor import PAD_ID
-
-    if seed_generator is None:
-        return sampling_decode(decoder, cache, max_length)  # the greedy baseline
-    rows = ops.shape(cache[0])[0]
-    video_key = ops.round(ops.sum(cache[2], axis=(1, 2)) * 100.0)
-    sample_key = ops.cast(ops.arange(rows) % 3, "float32")
-    vocabulary = ops.cast(ops.arange(decoder.vocabulary_size), "float32")
-    token_ids = ops.full((rows,), 2, "int32")
-    stop_at = 1 + (ops.cast(ops.abs(video_key), "int32") + ops.arange(rows) % 3) % (max_length - 1)
-    ids = ops.arange(decoder.vocabulary_size)
-    banned = ops.logical_or(ops.equal(ids, EOS_ID), ops.equal(ids, PAD_ID))
-    words = []
-    for step in range(max_length):
-        logits, cache = decoder.step(token_ids, cache)
-        phase = (video_key[:, None] * 12.9898 + sample_key[:, None] * 78.233
-                 + vocabulary[None, :] * 37.719 + step * 4.581)
-        uniform = ops.clip(ops.abs(ops.sin(phase) * 43758.5453) % 1.0, 1e-6, 1 - 1e-6)
-        scores = ops.where(banned[None, :], -1e9, logits - ops.log(-ops.log(uniform)))
-        token_ids = ops.cast(ops.argmax(scores, axis=-1), "int32")
-        stop = ops.equal(step, stop_at)
-        token_ids = ops.where(stop, ops.full_like(token_ids, EOS_ID), token_ids)
-        words.append(token_ids)
-    return ops.stack(words, axis=1)
 
 
 def load_weights(path):

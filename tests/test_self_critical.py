@@ -560,37 +560,8 @@ except Exception as error:  # Reported by the test, after the comparison.
 # number of words (1 to max_length - 1), so the replicas hold different
 # numbers of words: the policy-gradient loss must be normalised by the
 # global word count for two replicas to make one device's update.
-original_decode = self_critical.decode
-
-def split_independent_decode(decoder, cache, max_length, seed_generator=None):
-    if seed_generator is None:
-        return original_decode(decoder, cache, max_length)
-    rows = ops.shape(cache[0])[0]
-    # Rounded: a batch of 4 and two of 2 give encoder states that can differ
-    # in the last bits (kernel blocking), which the hash below would amplify.
-    video_key = ops.round(ops.sum(cache[2], axis=(1, 2)) * 100.0)
-    sample_key = ops.cast(ops.arange(rows) % 3, "float32")
-    vocabulary = ops.cast(ops.arange(decoder.vocabulary_size), "float32")
-    token_ids = ops.full((rows,), 2, "int32")
-    # Where each sample says <eos>: from the video and the sample's index.
-    stop_at = 1 + (ops.cast(ops.abs(video_key), "int32") + ops.arange(rows) % 3) % (max_length - 1)
-    words = []
-    for step in range(max_length):
-        logits, cache = decoder.step(token_ids, cache)
-        phase = (video_key[:, None] * 12.9898 + sample_key[:, None] * 78.233
-                 + vocabulary[None, :] * 37.719 + step * 4.581)
-        uniform = ops.clip(ops.abs(ops.sin(phase) * 43758.5453) % 1.0, 1e-6, 1 - 1e-6)
-        gumbel = -ops.log(-ops.log(uniform))
-        ids = ops.arange(decoder.vocabulary_size)
-        banned = ops.logical_or(ops.equal(ids, EOS_ID), ops.equal(ids, PAD_ID))
-        scores = ops.where(banned[None, :], -1e9, logits + gumbel)
-        token_ids = ops.cast(ops.argmax(scores, axis=-1), "int32")
-        stop = ops.equal(step, stop_at)
-        token_ids = ops.where(stop, ops.full_like(token_ids, EOS_ID), token_ids)
-        words.append(token_ids)
-    return ops.stack(words, axis=1)
-
-self_critical.decode = split_independent_decode
+from layer_testing import use_split_independent_decode
+use_split_independent_decode()  # Sampling independent of the split (see there).
 
 def one_step(strategy):
     with strategy.scope():
