@@ -20,6 +20,7 @@ from keras_pvc.distribute import Distribution
 from keras_pvc.distribute import _tensorflow_worker_index
 from keras_pvc.distribute import setup_distribution
 from layer_testing import BACKEND
+from layer_testing import slow_on_jax
 from layer_testing import tensorflow_only
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -128,6 +129,7 @@ def test_the_chief_is_the_chief_task_or_worker_zero(tmp_path):
 # === Cross-entropy over the global batch's words ===
 
 
+@slow_on_jax
 def test_replica_shares_of_the_loss_add_up_to_the_global_word_mean():
     """Split a batch whose halves hold different numbers of words, as two
     replicas would: each half's `compute_loss`, given the whole batch's
