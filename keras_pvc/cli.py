@@ -269,21 +269,8 @@ SET_HELP = (
 )
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="keras-pvc",
-        description="Keras 3 video captioning: frame CNN, spatial graph, "
-        "temporal LSTM, caption decoder.",
-        epilog="Errors are printed as one line on stderr with exit status 1; "
-        f"--debug (or {DEBUG_ENV}=1) shows the full traceback instead.",
-    )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help=f"show tracebacks of errors (also: environment {DEBUG_ENV}=1)",
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_demo_command(commands):
+    """`keras-pvc demo`: the embedded default end to end."""
     demo = commands.add_parser(
         "demo",
         help="generate the procedural dataset, train, caption and score",
@@ -307,6 +294,9 @@ def build_parser():
     demo.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_train_command(commands):
+    """`keras-pvc train`: a preset on MSVD, MSR-VTT or YouCook2."""
     train = commands.add_parser(
         "train",
         help="train a preset on MSVD, MSR-VTT or YouCook2",
@@ -364,6 +354,9 @@ def build_parser():
     )
     train.set_defaults(func=cmd_train)
 
+
+def _add_extract_command(commands):
+    """`keras-pvc extract`: videos -> cached frame-CNN features."""
     extract = commands.add_parser(
         "extract",
         help="videos -> cached frame-CNN features (resumable)",
@@ -390,12 +383,18 @@ def build_parser():
     extract.add_argument("--silent", action="store_true")
     extract.set_defaults(func=cmd_extract)
 
+
+def _add_report_command(commands):
+    """`keras-pvc report`: a run folder's HTML report."""
     report = commands.add_parser("report", help="write a run folder's HTML report")
     report.add_argument("run_dir")
     report.add_argument("--clips", type=int, default=8, help="clips in the grid")
     report.add_argument("--out", help="HTML path (default: RUN_DIR/report.html)")
     report.set_defaults(func=cmd_report)
 
+
+def _add_evaluate_command(commands):
+    """`keras-pvc evaluate`: predictions scored against references."""
     evaluate = commands.add_parser(
         "evaluate",
         help="score predictions against references (BLEU, METEOR, ROUGE-L, CIDEr)",
@@ -405,6 +404,9 @@ def build_parser():
     evaluate.add_argument("--out", help="write the scores to this JSON file")
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def _add_caption_command(commands):
+    """`keras-pvc caption`: captions of video files."""
     caption = commands.add_parser("caption", help="caption video files")
     caption.add_argument("videos", nargs="+", help="video files")
     caption.add_argument(
@@ -413,6 +415,31 @@ def build_parser():
     caption.add_argument("--beam", type=int, default=0, help="beam width (0: greedy)")
     caption.add_argument("--json", action="store_true", help="print JSON")
     caption.set_defaults(func=cmd_caption)
+
+def build_parser():
+    """The `keras-pvc` argument parser: one subcommand per `_add_*_command`."""
+    parser = argparse.ArgumentParser(
+        prog="keras-pvc",
+        description="Keras 3 video captioning: frame CNN, spatial graph, "
+        "temporal LSTM, caption decoder.",
+        epilog="Errors are printed as one line on stderr with exit status 1; "
+        f"--debug (or {DEBUG_ENV}=1) shows the full traceback instead.",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show tracebacks of errors (also: environment {DEBUG_ENV}=1)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (
+        _add_demo_command,
+        _add_train_command,
+        _add_extract_command,
+        _add_report_command,
+        _add_evaluate_command,
+        _add_caption_command,
+    ):
+        add_command(commands)
     return parser
 
 

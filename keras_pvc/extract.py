@@ -37,6 +37,7 @@ difference), so features of two backbones never mix.
 import collections
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -465,10 +466,58 @@ def extract_features(
     >>> report.failed[:1]  # doctest: +SKIP
     [{'clip_id': 'x_1_5', 'path': '.../x_1_5.avi', 'reason': 'file not found'}]
     """
-    import keras
-
     started = time.perf_counter()
     out_dir = os.fspath(out_dir)
+    num_frames, frame_size, dtype = _checked_settings(num_frames, frame_size, dtype)
+    batch_size = max(1, int(batch_size))
+    workers = max(1, int(workers))
+    frame_cnn = _as_frame_cnn(frame_cnn)
+    os.makedirs(out_dir, exist_ok=True)
+    cnn_model, feature_shape, manifest = _open_folder(
+        out_dir, frame_cnn, num_frames, frame_size, dtype
+    )
+    seen, todo, skipped, failed = _plan_clips(clips, out_dir, feature_shape, dtype)
+
+    progbar = None
+    if verbose and todo:
+        progbar = _progress_bar(len(todo), len(skipped), out_dir)
+    loop_started = time.perf_counter()
+    done, real_frames, counters = _extract_clips(
+        todo,
+        out_dir,
+        functools.partial(_decode_clip, num_frames=num_frames, frame_size=frame_size),
+        functools.partial(
+            _clip_features, cnn_model, feature_shape=feature_shape, dtype=dtype,
+            batch_size=batch_size,
+        ),
+        workers,
+        failed,
+        progbar,
+        on_clip_written,
+    )
+    timings = _loop_timings(counters, started, loop_started, len(done), real_frames)
+    report = ExtractionReport(
+        out_dir=out_dir,
+        done=done,
+        skipped=skipped,
+        failed=failed,
+        feature_shape=feature_shape,
+        dtype=dtype.name,
+        timings=timings,
+    )
+    _finish_folder(out_dir, manifest, seen, report)
+    if verbose:
+        print(report.summary())
+        if failed:
+            print(
+                f"{len(failed)} clips could not be read; see "
+                f"{os.path.join(out_dir, REPORT_NAME)}"
+            )
+    return report
+
+
+def _checked_settings(num_frames, frame_size, dtype):
+    """`(num_frames, (height, width), numpy dtype)`, checked."""
     num_frames = int(num_frames)
     if num_frames < 1:
         raise ValueError(f"num_frames must be at least 1, got {num_frames}.")
@@ -476,10 +525,25 @@ def extract_features(
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype("float16"), np.dtype("float32")):
         raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype}.")
-    batch_size = max(1, int(batch_size))
-    workers = max(1, int(workers))
-    frame_cnn = _as_frame_cnn(frame_cnn)
-    os.makedirs(out_dir, exist_ok=True)
+    return num_frames, frame_size, dtype
+
+
+def _progress_bar(num_todo, num_skipped, out_dir):
+    """Says what is to do and returns a `keras.utils.Progbar` over the clips."""
+    import keras
+
+    print(f"Extracting {num_todo} clips ({num_skipped} already done) into {out_dir}")
+    return keras.utils.Progbar(num_todo, unit_name="clip", stateful_metrics=["clips/s"])
+
+
+def _open_folder(out_dir, frame_cnn, num_frames, frame_size, dtype):
+    """Checks `out_dir` against these settings, builds the extractor and
+    writes a `"running"` manifest into a new folder.
+
+    Returns:
+        `(extractor model, feature shape, manifest dict)`.
+    """
+    import keras
 
     # Refuse a folder of other settings before building the CNN (cheap); the
     # weights and the output shape are checked once it is built.
@@ -518,8 +582,15 @@ def extract_features(
     manifest_path = os.path.join(out_dir, MANIFEST_NAME)
     if not os.path.exists(manifest_path):
         _write_json(manifest_path, dict(manifest, status="running"))
+    return cnn_model, feature_shape, manifest
 
-    # === Which clips to do ===
+
+def _plan_clips(clips, out_dir, feature_shape, dtype):
+    """Which clips to do: `(seen ids, todo clips, skipped ids, failed dicts)`.
+
+    Repeated ids count once; a clip whose files are complete is skipped; an
+    id that would escape `out_dir`, or a clip without a video, fails.
+    """
     seen = set()
     todo, skipped, failed = [], [], []
     for clip in clips:
@@ -541,29 +612,50 @@ def extract_features(
             )
         else:
             todo.append(clip)
+    return seen, todo, skipped, failed
 
-    # === Decode (threads) -> CNN (this thread) -> write ===
-    def decode(clip):
-        start = time.perf_counter()
-        try:
-            frames, frame_mask = read_frames(
-                clip.video_path, num_frames, size=frame_size, start=clip.start, end=clip.end
-            )
-            real = frames[frame_mask].astype("float32")
-            return clip, real, frame_mask, None, time.perf_counter() - start
-        except Exception as error:  # a bad video never stops the run
-            reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
-            return clip, None, None, reason, time.perf_counter() - start
 
-    progbar = None
-    if verbose and todo:
-        print(
-            f"Extracting {len(todo)} clips ({len(skipped)} already done) "
-            f"into {out_dir}"
+def _decode_clip(clip, num_frames, frame_size):
+    """`(clip, real frames, frame_mask, failure reason or None, seconds)`;
+    runs in a decoding thread."""
+    start = time.perf_counter()
+    try:
+        frames, frame_mask = read_frames(
+            clip.video_path, num_frames, size=frame_size, start=clip.start, end=clip.end
         )
-        progbar = keras.utils.Progbar(
-            len(todo), unit_name="clip", stateful_metrics=["clips/s"]
+        real = frames[frame_mask].astype("float32")
+        return clip, real, frame_mask, None, time.perf_counter() - start
+    except Exception as error:  # a bad video never stops the run
+        reason = getattr(error, "reason", None) or f"{type(error).__name__}: {error}"
+        return clip, None, None, reason, time.perf_counter() - start
+
+
+def _clip_features(cnn_model, real, frame_mask, feature_shape, dtype, batch_size):
+    """`(features, failure reason or None)`: the CNN over the real frames,
+    `batch_size` at a time; padding frames stay zeros."""
+    outputs = [
+        np.asarray(cnn_model.predict_on_batch(real[None, first : first + batch_size]))[0]
+        for first in range(0, len(real), batch_size)
+    ]
+    features = np.zeros(feature_shape, dtype)
+    features[frame_mask] = np.concatenate(outputs).astype(dtype)
+    if not np.isfinite(features).all():
+        return features, (
+            f"features are not finite in {dtype.name} (overflow?); "
+            "extract with dtype='float32'"
         )
+    return features, None
+
+
+def _extract_clips(todo, out_dir, decode, compute, workers, failed, progbar, on_clip_written):
+    """Decode (`workers` threads) -> CNN (this thread) -> write, clip by clip.
+
+    `decode(clip)` is `_decode_clip`, `compute(real, frame_mask)`
+    `_clip_features`. Failures are appended to `failed`.
+
+    Returns:
+        `(done clip ids, real frames computed, collections.Counter of seconds)`.
+    """
     timings = collections.Counter()
     real_frames = 0
     done = []
@@ -587,18 +679,8 @@ def extract_features(
             timings["decode"] += decode_seconds
             if reason is None:
                 cnn_start = time.perf_counter()
-                outputs = [
-                    np.asarray(cnn_model.predict_on_batch(real[None, first : first + batch_size]))[0]
-                    for first in range(0, len(real), batch_size)
-                ]
-                features = np.zeros(feature_shape, dtype)
-                features[frame_mask] = np.concatenate(outputs).astype(dtype)
+                features, reason = compute(real, frame_mask)
                 timings["cnn"] += time.perf_counter() - cnn_start
-                if not np.isfinite(features).all():
-                    reason = (
-                        f"features are not finite in {dtype.name} (overflow?); "
-                        "extract with dtype='float32'"
-                    )
             if reason is not None:
                 failed.append(dict(clip_id=clip.clip_id, path=clip.video_path, reason=reason))
             else:
@@ -616,11 +698,15 @@ def extract_features(
                 progbar.update(step, values=[("clips/s", step / elapsed)])
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    return done, real_frames, timings
 
+
+def _loop_timings(counters, started, loop_started, num_done, real_frames):
+    """`ExtractionReport.timings`: seconds, shares of the loop and speeds."""
     total = time.perf_counter() - started
     loop = time.perf_counter() - loop_started
     timings = {
-        key: float(timings[key])
+        key: float(counters[key])
         for key in ("decode", "decode_wait", "decode_wait_first", "cnn", "write")
     }
     timings.update(
@@ -630,19 +716,17 @@ def extract_features(
         decode_share=timings["decode"] / loop if loop else 0.0,
         decode_wait_share=timings["decode_wait"] / loop if loop else 0.0,
         cnn_share=timings["cnn"] / loop if loop else 0.0,
-        clips_per_second=len(done) / loop if loop else 0.0,
+        clips_per_second=num_done / loop if loop else 0.0,
         frames_per_second=real_frames / loop if loop else 0.0,
         real_frames=real_frames,
     )
-    report = ExtractionReport(
-        out_dir=out_dir,
-        done=done,
-        skipped=skipped,
-        failed=failed,
-        feature_shape=feature_shape,
-        dtype=dtype.name,
-        timings=timings,
-    )
+    return timings
+
+
+def _finish_folder(out_dir, manifest, seen, report):
+    """Writes the final `manifest.json` (status, counts, timings) and
+    `extract_report.json`."""
+    done, skipped, failed = report.done, report.skipped, report.failed
     complete = sum(
         1
         for clip_id in seen
@@ -658,9 +742,9 @@ def extract_features(
             failed=len(failed),
             with_features=complete,
         ),
-        timings=timings,
+        timings=report.timings,
     )
-    _write_json(manifest_path, manifest)
+    _write_json(os.path.join(out_dir, MANIFEST_NAME), manifest)
     _write_json(
         os.path.join(out_dir, REPORT_NAME),
         dict(
@@ -669,11 +753,3 @@ def extract_features(
             failed=failed,
         ),
     )
-    if verbose:
-        print(report.summary())
-        if failed:
-            print(
-                f"{len(failed)} clips could not be read; see "
-                f"{os.path.join(out_dir, REPORT_NAME)}"
-            )
-    return report

@@ -358,59 +358,127 @@ def train_run(
     Returns:
         The summary written to `out/metrics.json`.
     """
-    import keras
-
-    from keras_pvc.datasets.features import features_dataset
-    from keras_pvc.distribute import Distribution
-    from keras_pvc.distribute import setup_distribution
     from keras_pvc.datasets.pipeline import EpochCounter
-    from keras_pvc.datasets.pipeline import caption_dataset
-    from keras_pvc.datasets.pipeline import reference_ids
-    from keras_pvc.models import VideoCaptionerPreprocessor
-    from keras_pvc.presets import build_video_captioner
     from keras_pvc.presets import preset_config
-    from keras_pvc.training import plot_history
-    from keras_pvc.training import training_callbacks
 
     def say(message):
         if verbose:
             print(message, flush=True)
 
     started = time.time()
+    distribute, out = _start_run(distribute, seed, out, resume)
+    config = preset_config(preset, **(overrides or {}))
+    epochs = config["epochs"] if epochs is None else epochs
+    schedule = _learning_rate_schedule(config, epochs)
+    clips, validation = validation_clips(clips, say)
+    arrays, train_clips = _read_run_clips(clips, config, features_dir, verbose, say)
+    train, val, test = (arrays.subset(split) for split in ("train", "val", "test"))
+    scored_name, scored = scored_split(test, val, say)
+    model = _build_run_model(config, train_clips, distribute, init_weights, say)
+    _say_plan(say, preset, model, config, (train, val, test), epochs, rl_epochs, distribute)
+    epoch_counter = EpochCounter()
+    train_ds, val_ds = _run_datasets(
+        model, config, train, val, features_dir, seed, bool(rl_epochs), epoch_counter, distribute
+    )
+    fit_options = dict(
+        epoch_counter=epoch_counter, out=out, resume=resume, callbacks=callbacks, verbose=verbose
+    )
+    best, batch_norm = None, None
+    if epochs:
+        best, batch_norm = _cross_entropy_phase(
+            model, train, train_ds, val_ds, epochs, config, schedule, recalibrate_batch_norm,
+            say, **fit_options,
+        )
+    results = {}  # the scores after each phase, when there are two
+    if rl_epochs and scored.clips:
+        results["XE"] = _self_critical_phase(
+            model, train_ds, val_ds, (epochs, rl_epochs), config, scored, train_clips,
+            rl_options, seed, distribute, say, **fit_options,
+        )
+    train_seconds = time.time() - started
+    model.save_to_preset(os.path.join(out, "model"))
+    predictions, scores = _caption_and_score(
+        model, scored_name, scored, subsets, config["batch_size"], say
+    )
+    if rl_epochs and scores:
+        results["XE+RL"] = scores["all"]
+    summary = _run_summary(
+        preset=preset, overrides=overrides, config=config, seed=seed, epochs=epochs,
+        rl_epochs=rl_epochs, best=best, model=model, scores=scores, scored_name=scored_name,
+        validation=validation, phases=results, skipped_clips=arrays.failures,
+        batch_norm=batch_norm, distribution=distribute.record(), started=started,
+        train_seconds=train_seconds,
+    )
+    _write_run_results(out, summary, predictions, scored, say)
+    distribute.finish(out)
+    return summary
+
+
+def _start_run(distribute, seed, out, resume):
+    """`(distribution, folder to write)`: sets the distribution up (once)
+    and the seed; workers other than the chief write to a temporary folder
+    (removed at the end)."""
+    from keras_pvc.distribute import Distribution
+    from keras_pvc.distribute import setup_distribution
+
     if not isinstance(distribute, Distribution):
         distribute = setup_distribution(distribute)
     keras.utils.set_random_seed(seed)
-    # Workers other than the chief write to a temporary folder (removed at the end).
     out = distribute.write_folder(out, resume)
     os.makedirs(out, exist_ok=True)
-    config = preset_config(preset, **(overrides or {}))
-    epochs = config["epochs"] if epochs is None else epochs
-    schedule = []
+    return distribute, out
+
+
+def _say_plan(say, preset, model, config, splits, xe_epochs, rl_epochs, distribute):
+    """Says what the run trains: preset, sizes, clips per split, epochs."""
+    train, val, test = splits
+    say(
+        f"Training preset {preset!r} ({model.count_params():,} parameters, "
+        f"vocabulary {config['vocabulary_size']}, graph "
+        f"{'on' if config.get('graph') else 'off'}): {len(train.clips)} train / "
+        f"{len(val.clips)} val / {len(test.clips)} test clips, {xe_epochs} XE epochs"
+        + (f" + {rl_epochs} self-critical epochs" if rl_epochs else "")
+    )
+    if distribute.name:
+        say(f"Distributed training: {distribute.describe()}")
+
+
+def _learning_rate_schedule(config, epochs):
+    """The callbacks of the preset's `lr_schedule` over `epochs` (none for None)."""
     if config.get("lr_schedule") == "cosine":
         from keras_pvc.training import cosine_learning_rate
 
-        schedule = [cosine_learning_rate(config["learning_rate"], epochs)]
-    elif config.get("lr_schedule"):
+        return [cosine_learning_rate(config["learning_rate"], epochs)]
+    if config.get("lr_schedule"):
         raise ValueError(
             f"Unknown `lr_schedule` {config['lr_schedule']!r}: use 'cosine' or None."
         )
+    return []
 
-    clips, validation = validation_clips(clips, say)
-    kind = config["input_kind"]
-    if kind == "features":
+
+def _read_run_clips(clips, config, features_dir, verbose, say):
+    """`(arrays, training clips)`: the clips read as the preset takes them
+    (`read_clip_arrays`), each clip that could not be read said."""
+    if config["input_kind"] == "features":
         # Features stream from disk for training, validation and captioning.
         check_features(features_dir, config)
         arrays = read_clip_arrays(clips, config, features_dir)
-        train_clips = [clip for clip in arrays.clips if clip.split == "train"]
     else:
         arrays = read_clip_arrays(clips, config, features_dir, verbose)
-        train_clips = [clip for clip in arrays.clips if clip.split == "train"]
+    train_clips = [clip for clip in arrays.clips if clip.split == "train"]
     for clip_id, reason in arrays.failures:
         say(f"  skipped {clip_id}: {reason}")
-    train, val, test = (arrays.subset(split) for split in ("train", "val", "test"))
     if not train_clips:
         raise ValueError("No training clips: check the dataset's split.")
-    scored_name, scored = scored_split(test, val, say)
+    return arrays, train_clips
+
+
+def _build_run_model(config, train_clips, distribute, init_weights, say):
+    """The preset's model with the training clips' vocabulary (set in
+    `config`), built in the distribution's scope, from `init_weights` if given."""
+    from keras_pvc.models import VideoCaptionerPreprocessor
+    from keras_pvc.presets import build_video_captioner
+
     config["vocabulary"] = VideoCaptionerPreprocessor.build_vocabulary(
         [reference for clip in train_clips for reference in clip.references],
         min_count=config.get("min_word_count", 1),
@@ -421,29 +489,32 @@ def train_run(
     if init_weights:
         load_initial_weights(model, init_weights)
         say(f"Starting from the weights in {init_weights}")
-    say(
-        f"Training preset {preset!r} ({model.count_params():,} parameters, "
-        f"vocabulary {config['vocabulary_size']}, graph "
-        f"{'on' if config.get('graph') else 'off'}): {len(train_clips)} train / "
-        f"{len(val.clips)} val / {len(test.clips)} test clips, {epochs} XE epochs"
-        + (f" + {rl_epochs} self-critical epochs" if rl_epochs else "")
-    )
-    if distribute.name:
-        say(f"Distributed training: {distribute.describe()}")
-    # One random reference per clip per epoch: every video is read once an
-    # epoch, and over epochs the model sees all paraphrases. The order is a
-    # function of (seed, epoch), so `resume` repeats an interrupted epoch
-    # exactly.
-    epoch_counter = EpochCounter()
+    return model
+
+
+def _run_datasets(
+    model, config, train, val, features_dir, seed, references, epoch_counter, distribute
+):
+    """`(train_ds, val_ds)`, distributed; `val_ds` is None without val clips.
+
+    One random reference per clip per epoch: every video is read once an
+    epoch, and over epochs the model sees all paraphrases. The order is a
+    function of (seed, epoch), so `resume` repeats an interrupted epoch
+    exactly. `references` adds every clip's references (self-critical).
+    """
+    from keras_pvc.datasets.features import features_dataset
+    from keras_pvc.datasets.pipeline import caption_dataset
+
+    kind, batch_size = config["input_kind"], config["batch_size"]
     if kind == "features":
         train_ds = features_dataset(
-            train_clips,
+            train.clips,
             features_dir,
             model.preprocessor,
-            config["batch_size"],
+            batch_size,
             captions="random",
             seed=seed,
-            references=bool(rl_epochs),
+            references=references,
             epoch_counter=epoch_counter,
         )
     else:
@@ -451,108 +522,143 @@ def train_run(
             train,
             model.preprocessor,
             kind,
-            config["batch_size"],
+            batch_size,
             seed=seed,
             captions="random",
-            references=bool(rl_epochs),
+            references=references,
             epoch_counter=epoch_counter,
         )
     train_ds = distribute.prepare_dataset(
-        train_ds, config["batch_size"], preprocessor=model.preprocessor
+        train_ds, batch_size, preprocessor=model.preprocessor
     )
     val_ds = None
     if val.clips and kind == "features":
         val_ds = features_dataset(
-            val.clips, features_dir, model.preprocessor, config["batch_size"],
+            val.clips, features_dir, model.preprocessor, batch_size,
             shuffle=False, in_memory=False, parallel_reads=1,
         )
     elif val.clips:
         val_ds = caption_dataset(
-            val, model.preprocessor, kind, config["batch_size"], shuffle=False
+            val, model.preprocessor, kind, batch_size, shuffle=False
         )
     val_ds = distribute.prepare_dataset(
-        val_ds, config["batch_size"], training=False, preprocessor=model.preprocessor
+        val_ds, batch_size, training=False, preprocessor=model.preprocessor
     )
+    return train_ds, val_ds
+
+
+def _cross_entropy_phase(
+    model, train, train_ds, val_ds, epochs, config, schedule, recalibrate_batch_norm, say,
+    epoch_counter, out, resume, callbacks, verbose,
+):
+    """`model.fit` for the cross-entropy epochs, then (frames presets) the
+    BatchNorm recalibration on the `train` arrays (`keras_pvc.batch_norm`).
+
+    Returns:
+        `(best, batch_norm record)`: the `BestWeights` callback (its weights
+        restored; None without `restore_best_weights` or val clips) and
+        `recalibrate_after_training`'s record (None for features presets).
+    """
+    from keras_pvc.training import training_callbacks
+
     best = None
-    if epochs and val_ds is not None and config.get("restore_best_weights"):
+    if val_ds is not None and config.get("restore_best_weights"):
         from keras_pvc.training import BestWeights
 
         best_path = os.path.join(out, "best.weights.h5")
         if not resume and os.path.exists(best_path):
             os.remove(best_path)
         best = BestWeights(best_path, os.path.join(out, "history.csv"))
-    if epochs:
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=epochs,
-            # The pipeline shuffles (per (seed, epoch)); `fit` cannot shuffle
-            # a tf.data.Dataset and warns when asked to.
-            shuffle=False,
-            callbacks=[epoch_counter.callback]
-            + schedule
-            + training_callbacks(out, config["checkpoint_every"], resume)
-            + ([best] if best else [])
-            + list(callbacks or []),
-            verbose=verbose,
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        # The pipeline shuffles (per (seed, epoch)); `fit` cannot shuffle
+        # a tf.data.Dataset and warns when asked to.
+        shuffle=False,
+        callbacks=[epoch_counter.callback]
+        + schedule
+        + training_callbacks(out, config["checkpoint_every"], resume)
+        + ([best] if best else [])
+        + list(callbacks or []),
+        verbose=verbose,
+    )
+    best_epoch = best.restore(model) if best else None
+    if best_epoch is not None:
+        say(
+            f"Kept the weights of epoch {best_epoch + 1} (lowest validation "
+            f"loss, {best.best:.4f})"
         )
-        best_epoch = best.restore(model) if best else None
-        if best_epoch is not None:
-            say(
-                f"Kept the weights of epoch {best_epoch + 1} (lowest validation "
-                f"loss, {best.best:.4f})"
-            )
-    batch_norm = None
-    if epochs and kind == "frames":
-        # Short runs leave running statistics wrong (issue 15); see the module.
-        from keras_pvc.batch_norm import recalibrate_after_training
+    if config["input_kind"] != "frames":
+        return best, None
+    # Short runs leave running statistics wrong (issue 15); see the module.
+    from keras_pvc.batch_norm import recalibrate_after_training
 
-        batch_norm = recalibrate_after_training(
-            model, train, config["batch_size"], recalibrate_batch_norm, say
-        )
-    results = {}
-    if rl_epochs and scored.clips:
-        xe_predictions = caption_split(model, scored, batch_size=config["batch_size"])
-        results["XE"] = score_captions(scored.clips, xe_predictions)["all"]
-        say(f"Self-critical training for {rl_epochs} epochs")
-        rl_options = dict(rl_options or {})
-        model.optimizer.learning_rate = rl_options.pop(
-            "learning_rate", config["learning_rate"] * RL_LEARNING_RATE_FACTOR
-        )
-        with distribute.scope():  # trackers and the sampler's seed state
-            model.enable_self_critical(
-                train_references=reference_ids(train_clips, model.preprocessor),
-                seed=seed,
-                **rl_options,
-            )
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            initial_epoch=epochs,
-            epochs=epochs + rl_epochs,
-            shuffle=False,
-            callbacks=[epoch_counter.callback]
-            + training_callbacks(out, config["checkpoint_every"], resume, phase="rl")
-            + list(callbacks or []),
-            verbose=verbose,
-        )
-        plot_history(
-            os.path.join(out, "history.csv"),
-            os.path.join(out, "loss_imgs", "reward.png"),
-            keys=("reward", "greedy_reward", "baseline"),
-            title="Self-critical reward (CIDEr-D)",
-        )
-    train_seconds = time.time() - started
-    model.save_to_preset(os.path.join(out, "model"))
+    return best, recalibrate_after_training(
+        model, train, config["batch_size"], recalibrate_batch_norm, say
+    )
 
-    predictions, scores = {}, {}
-    if scored.clips:
-        say(f"Captioning {len(scored.clips)} held-out clips ({scored_name} split)")
-        predictions = caption_split(model, scored, batch_size=config["batch_size"])
-        scores = score_captions(scored.clips, predictions, subsets)
-    if rl_epochs and scores:
-        results["XE+RL"] = scores["all"]
-    summary = {
+
+def _self_critical_phase(
+    model, train_ds, val_ds, epochs, config, scored, train_clips, rl_options, seed,
+    distribute, say, epoch_counter, out, resume, callbacks, verbose,
+):
+    """Scores the cross-entropy model on `scored`, then `model.fit` for the
+    self-critical epochs (`epochs`: `(XE epochs, RL epochs)`) and plots the
+    rewards. Returns the cross-entropy model's scores (`"all"`)."""
+    from keras_pvc.datasets.pipeline import reference_ids
+    from keras_pvc.training import plot_history
+    from keras_pvc.training import training_callbacks
+
+    xe_epochs, rl_epochs = epochs
+    xe_predictions = caption_split(model, scored, batch_size=config["batch_size"])
+    xe_scores = score_captions(scored.clips, xe_predictions)["all"]
+    say(f"Self-critical training for {rl_epochs} epochs")
+    rl_options = dict(rl_options or {})
+    model.optimizer.learning_rate = rl_options.pop(
+        "learning_rate", config["learning_rate"] * RL_LEARNING_RATE_FACTOR
+    )
+    with distribute.scope():  # trackers and the sampler's seed state
+        model.enable_self_critical(
+            train_references=reference_ids(train_clips, model.preprocessor),
+            seed=seed,
+            **rl_options,
+        )
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        initial_epoch=xe_epochs,
+        epochs=xe_epochs + rl_epochs,
+        shuffle=False,
+        callbacks=[epoch_counter.callback]
+        + training_callbacks(out, config["checkpoint_every"], resume, phase="rl")
+        + list(callbacks or []),
+        verbose=verbose,
+    )
+    plot_history(
+        os.path.join(out, "history.csv"),
+        os.path.join(out, "loss_imgs", "reward.png"),
+        keys=("reward", "greedy_reward", "baseline"),
+        title="Self-critical reward (CIDEr-D)",
+    )
+    return xe_scores
+
+
+def _caption_and_score(model, scored_name, scored, subsets, batch_size, say):
+    """`(predictions, scores)` of the scored split (empty without clips)."""
+    if not scored.clips:
+        return {}, {}
+    say(f"Captioning {len(scored.clips)} held-out clips ({scored_name} split)")
+    predictions = caption_split(model, scored, batch_size=batch_size)
+    return predictions, score_captions(scored.clips, predictions, subsets)
+
+
+def _run_summary(
+    preset, overrides, config, seed, epochs, rl_epochs, best, model, scores, scored_name,
+    validation, phases, skipped_clips, batch_norm, distribution, started, train_seconds,
+):
+    """`metrics.json`: what was trained, how, and the scores (`train_run`)."""
+    return {
         "preset": preset,
         "backend": keras.backend.backend(),
         "overrides": {k: v for k, v in (overrides or {}).items() if k != "vocabulary"},
@@ -566,13 +672,18 @@ def train_run(
         "scored_split": scored_name,
         "meteor_backend": scores.get("all", {}).get("meteor_backend"),
         "validation": validation,
-        "phases": results,
-        "skipped_clips": arrays.failures,
+        "phases": phases,
+        "skipped_clips": skipped_clips,
         "batch_norm": batch_norm,
-        "distribution": distribute.record(),
+        "distribution": distribution,
         "seconds": round(time.time() - started, 1),
         "train_seconds": round(train_seconds, 1),
     }
+
+
+def _write_run_results(out, summary, predictions, scored, say):
+    """Writes `metrics.json`, `predictions.json` and `samples.txt`, and says
+    the scores and a few captions."""
     write_json(os.path.join(out, "metrics.json"), summary)
     write_json(os.path.join(out, "predictions.json"), predictions)
     with open(os.path.join(out, "samples.txt"), "w", encoding="utf-8") as handle:
@@ -581,10 +692,9 @@ def train_run(
                 f"{clip.clip_id}\n  generated: {predictions[clip.clip_id]}\n"
                 f"  reference: {clip.references[0]}\n"
             )
+    scores, phases = summary["metrics"], summary["phases"]
     if scores:
-        say(format_scores({**scores, **({"XE only": results["XE"]} if "XE" in results else {})}))
+        say(format_scores({**scores, **({"XE only": phases["XE"]} if "XE" in phases else {})}))
     for clip in scored.clips[:5]:
         say(f"  {clip.clip_id}: {predictions[clip.clip_id]!r}  (ref: {clip.references[0]!r})")
     say(f"Run folder: {out} ({summary['seconds']} s)")
-    distribute.finish(out)
-    return summary

@@ -248,72 +248,89 @@ def plot_clip(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib import gridspec
-    from matplotlib import patches
 
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"`frames` must be (T, H, W, 3) RGB, got {frames.shape}.")
-    if frames.dtype != np.uint8:
-        frames = np.clip(frames, 0, 255).astype("uint8")
+    frames, frame_mask, real_frames = _checked_frames(frames, frame_mask)
     num_frames = len(frames)
-    if frame_mask is None:
-        frame_mask = np.ones(num_frames, bool)
-    frame_mask = np.asarray(frame_mask, bool)
-    real_frames = [int(index) for index in np.flatnonzero(frame_mask)]
-    if not real_frames:
-        raise ValueError("The clip has no real frame (`frame_mask` is all False).")
     shown = _shown_frames(real_frames, max_frames)
-
-    if attention is not None:
-        attention = np.asarray(attention, "float32")
-        if attention.ndim != 2 or attention.shape[1] != num_frames:
-            raise ValueError(
-                f"`attention` must be (words, {num_frames}), got {attention.shape}."
-            )
-        words = list(words) if words is not None else [
-            f"word {index}" for index in range(len(attention))
-        ]
-        if len(words) != len(attention):
-            raise ValueError(
-                f"{len(words)} words label {len(attention)} attention rows."
-            )
+    attention, words = _checked_attention(attention, words, num_frames)
     frame_attention = (
         attention.mean(axis=0) if attention is not None and len(attention) else None
     )
-    if region_weights is not None:
-        region_weights = np.asarray(region_weights, "float32")
-        if region_frame is None:
-            if frame_attention is not None:
-                region_frame = max(real_frames, key=lambda t: frame_attention[t])
-            else:
-                region_frame = real_frames[0]
-        weights = region_weights[region_frame] if region_weights.ndim == 2 else region_weights
-        num_regions = weights.shape[-1]
-        if grid_shape is None:
-            side = int(round(num_regions**0.5))
-            grid_shape = (side, side)
-        if grid_shape[0] * grid_shape[1] != num_regions:
-            raise ValueError(
-                f"{num_regions} region weights do not fill a {grid_shape} grid."
-            )
-        weights = weights.reshape(grid_shape)
-    else:
+    weights = None
+    if region_weights is None:
         region_frame = None
+    else:
+        if region_frame is None:  # the most attended frame, else the first real one
+            region_frame = real_frames[0] if frame_attention is None else max(
+                real_frames, key=lambda t: frame_attention[t]
+            )
+        weights, grid_shape = _region_grid(region_weights, region_frame, grid_shape)
+    lines = _text_lines(title, caption, references, max_references)
+    has_bottom = attention is not None or weights is not None
+    strip_columns = max(len(shown), 4)
+    figure, outer = _figure_grid(
+        len(lines), strip_columns, len(attention) if attention is not None else 0, has_bottom
+    )
+    _draw_text(figure.add_subplot(outer[0]), lines)
+    strip = gridspec.GridSpecFromSubplotSpec(
+        1, strip_columns, subplot_spec=outer[1], wspace=0.05
+    )
+    frame_axes = _draw_frame_strip(
+        figure, strip, frames, shown, frame_attention, region_frame
+    )
+    if has_bottom:
+        # Columns: word labels, heatmap (+ colorbar), gap, frame (+ colorbar).
+        longest_word = max((len(word) for word in words or ()), default=4)
+        bottom = gridspec.GridSpecFromSubplotSpec(
+            1, 5, subplot_spec=outer[2], wspace=0.0,
+            width_ratios=[0.012 * longest_word + 0.02, 1.3, 0.22, 1.0, 0.1],
+        )
+        if attention is not None:
+            _draw_attention(figure, bottom[0, 1], attention, words, real_frames)
+        if weights is not None:
+            _draw_region_weights(
+                figure, bottom[0, 3], frames[region_frame], weights, grid_shape, region_frame
+            )
 
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.canvas.draw()
+    frame_boxes = {index: _pixel_box(axis, figure) for index, axis in frame_axes.items()}
+    width_pixels, height_pixels = figure.canvas.get_width_height()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return {
+        "path": path,
+        "width": width_pixels,
+        "height": height_pixels,
+        "frame_boxes": frame_boxes,
+        "region_frame": region_frame,
+    }
+
+
+def _text_lines(title, caption, references, max_references):
+    """The lines above the strip, top down, as `(text, kind)` (`_TEXT_STYLES`)."""
     references = list(references)
     references_label = "references:"
     if len(references) > max_references:
         references_label = f"references ({max_references} of {len(references)}):"
     references = references[:max_references]
-    has_bottom = attention is not None or region_weights is not None
-    text_lines = 1 + (title is not None) + len(references) + bool(references)
+    lines = [(title, "title")] if title is not None else []
+    lines.append((caption or "(empty caption)", "caption"))
+    if references:
+        lines.append((references_label, "label"))
+        lines += [(f"• {reference}", "reference") for reference in references]
+    return lines
+
+
+def _figure_grid(text_lines, strip_columns, attention_rows, has_bottom):
+    """`(figure, outer grid)`: rows for the text, the strip and the heatmaps,
+    in inches that grow with what is drawn (`FIGURE_WIDTH` wide)."""
+    import matplotlib.pyplot as plt
+    from matplotlib import gridspec
+
     text_height = 0.35 + 0.27 * text_lines
-    strip_columns = max(len(shown), 4)
     strip_height = FIGURE_WIDTH / strip_columns + 0.35
-    bottom_height = 0.0
-    if has_bottom:
-        rows = len(attention) if attention is not None else 0
-        bottom_height = max(3.6, 0.9 + 0.28 * rows)
+    bottom_height = max(3.6, 0.9 + 0.28 * attention_rows) if has_bottom else 0.0
     # Room under the heatmaps for the "frame" axis label.
     bottom_margin = 0.6 if has_bottom else 0.1
     figure_height = text_height + strip_height + bottom_height + bottom_margin
@@ -324,32 +341,83 @@ def plot_clip(
         left=0.02, right=0.98, top=0.99, bottom=bottom_margin / figure_height,
         hspace=0.12,
     )
+    return figure, outer
 
-    # --- Caption and references.
-    text_axis = figure.add_subplot(outer[0])
-    text_axis.axis("off")
-    line_step = 1.0 / text_lines
+
+def _checked_frames(frames, frame_mask):
+    """`(frames as uint8, frame_mask, indices of the real frames)`."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"`frames` must be (T, H, W, 3) RGB, got {frames.shape}.")
+    if frames.dtype != np.uint8:
+        frames = np.clip(frames, 0, 255).astype("uint8")
+    if frame_mask is None:
+        frame_mask = np.ones(len(frames), bool)
+    frame_mask = np.asarray(frame_mask, bool)
+    real_frames = [int(index) for index in np.flatnonzero(frame_mask)]
+    if not real_frames:
+        raise ValueError("The clip has no real frame (`frame_mask` is all False).")
+    return frames, frame_mask, real_frames
+
+
+def _checked_attention(attention, words, num_frames):
+    """`(attention (L, T) float32, L word labels)`, or `(None, words)`."""
+    if attention is None:
+        return None, words
+    attention = np.asarray(attention, "float32")
+    if attention.ndim != 2 or attention.shape[1] != num_frames:
+        raise ValueError(
+            f"`attention` must be (words, {num_frames}), got {attention.shape}."
+        )
+    words = list(words) if words is not None else [
+        f"word {index}" for index in range(len(attention))
+    ]
+    if len(words) != len(attention):
+        raise ValueError(
+            f"{len(words)} words label {len(attention)} attention rows."
+        )
+    return attention, words
+
+
+def _region_grid(region_weights, region_frame, grid_shape):
+    """`(weights of region_frame as a (height, width) grid, grid_shape)`."""
+    region_weights = np.asarray(region_weights, "float32")
+    weights = region_weights[region_frame] if region_weights.ndim == 2 else region_weights
+    num_regions = weights.shape[-1]
+    if grid_shape is None:
+        side = int(round(num_regions**0.5))
+        grid_shape = (side, side)
+    if grid_shape[0] * grid_shape[1] != num_regions:
+        raise ValueError(
+            f"{num_regions} region weights do not fill a {grid_shape} grid."
+        )
+    return weights.reshape(grid_shape), grid_shape
+
+
+# How `_draw_text` draws each kind of line: (indent, font size, keywords).
+_TEXT_STYLES = {
+    "title": (0.0, TEXT_FONT_SIZE, {"color": "#555555"}),
+    "caption": (0.0, CAPTION_FONT_SIZE, {"fontweight": "bold"}),
+    "label": (0.0, TEXT_FONT_SIZE, {"color": "#555555"}),
+    "reference": (0.02, TEXT_FONT_SIZE, {}),
+}
+
+
+def _draw_text(axis, lines):
+    """The title, caption and references: `lines` of `(text, kind)`, top down."""
+    axis.axis("off")
+    line_step = 1.0 / len(lines)
     y = 1.0 - 0.5 * line_step
-    if title is not None:
-        text_axis.text(0.0, y, title, fontsize=TEXT_FONT_SIZE, color="#555555",
-                       va="center", transform=text_axis.transAxes)
+    for text, kind in lines:
+        indent, font_size, style = _TEXT_STYLES[kind]
+        axis.text(indent, y, text, fontsize=font_size, va="center",
+                  transform=axis.transAxes, **style)
         y -= line_step
-    text_axis.text(0.0, y, caption or "(empty caption)", fontsize=CAPTION_FONT_SIZE,
-                   fontweight="bold", va="center", transform=text_axis.transAxes)
-    y -= line_step
-    if references:
-        text_axis.text(0.0, y, references_label, fontsize=TEXT_FONT_SIZE,
-                       color="#555555", va="center", transform=text_axis.transAxes)
-        y -= line_step
-        for reference in references:
-            text_axis.text(0.02, y, f"• {reference}", fontsize=TEXT_FONT_SIZE,
-                           va="center", transform=text_axis.transAxes)
-            y -= line_step
 
-    # --- Frame strip (RGB: matplotlib's order, as `read_frames` gives).
-    strip = gridspec.GridSpecFromSubplotSpec(
-        1, strip_columns, subplot_spec=outer[1], wspace=0.05
-    )
+
+def _draw_frame_strip(figure, strip, frames, shown, frame_attention, region_frame):
+    """The strip of `shown` frames (RGB: matplotlib's order, as `read_frames`
+    gives); returns `{frame index: axis}`."""
     frame_axes = {}
     for column, frame_index in enumerate(shown):
         axis = figure.add_subplot(strip[0, column])
@@ -365,68 +433,53 @@ def plot_clip(
                 spine.set_edgecolor(HIGHLIGHT_COLOR)
                 spine.set_linewidth(3)
         frame_axes[frame_index] = axis
+    return frame_axes
 
-    # --- Attention heatmap and region weights.
-    if has_bottom:
-        # Columns: word labels, heatmap (+ colorbar), gap, frame (+ colorbar).
-        longest_word = max((len(word) for word in words or ()), default=4)
-        bottom = gridspec.GridSpecFromSubplotSpec(
-            1, 5, subplot_spec=outer[2], wspace=0.0,
-            width_ratios=[0.012 * longest_word + 0.02, 1.3, 0.22, 1.0, 0.1],
-        )
-        if attention is not None:
-            axis = figure.add_subplot(bottom[0, 1])
-            shown_attention = attention[:, real_frames]
-            image = axis.imshow(shown_attention, aspect="auto", cmap="viridis",
-                                vmin=0.0, vmax=max(float(shown_attention.max()), 1e-6),
-                                interpolation="nearest")
-            axis.set_yticks(range(len(words)), words, fontsize=TEXT_FONT_SIZE)
-            step = max(1, len(real_frames) // 16)
-            ticks = list(range(0, len(real_frames), step))
-            axis.set_xticks(ticks, [str(real_frames[i]) for i in ticks],
-                            fontsize=TEXT_FONT_SIZE - 1)
-            axis.set_xlabel("frame", fontsize=TEXT_FONT_SIZE)
-            axis.set_title("decoder attention over frames", fontsize=TEXT_FONT_SIZE + 1)
-            colorbar = figure.colorbar(image, ax=axis, fraction=0.04, pad=0.02)
-            colorbar.ax.tick_params(labelsize=TEXT_FONT_SIZE - 2)
-        if region_weights is not None:
-            axis = figure.add_subplot(bottom[0, 3])
-            frame = frames[region_frame]
-            height, width = frame.shape[:2]
-            axis.imshow(frame, interpolation="nearest", extent=(0, width, height, 0))
-            image = axis.imshow(weights, cmap="inferno", alpha=0.55,
-                                interpolation="nearest", extent=(0, width, height, 0),
-                                vmin=0.0, vmax=max(float(weights.max()), 1e-6))
-            for row in range(1, grid_shape[0]):
-                axis.axhline(row * height / grid_shape[0], color="white", lw=0.4, alpha=0.5)
-            for col in range(1, grid_shape[1]):
-                axis.axvline(col * width / grid_shape[1], color="white", lw=0.4, alpha=0.5)
-            axis.add_patch(patches.Rectangle((0, 0), width, height, fill=False,
-                                             edgecolor=HIGHLIGHT_COLOR, linewidth=3))
-            axis.set_xticks([])
-            axis.set_yticks([])
-            axis.set_title(
-                f"graph region weights, frame t={region_frame} "
-                f"({grid_shape[0]}x{grid_shape[1]} regions)",
-                fontsize=TEXT_FONT_SIZE + 1,
-            )
-            colorbar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.03,
-                                       format="%.3f")
-            colorbar.ax.tick_params(labelsize=TEXT_FONT_SIZE - 2)
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    figure.canvas.draw()
-    frame_boxes = {index: _pixel_box(axis, figure) for index, axis in frame_axes.items()}
-    width_pixels, height_pixels = figure.canvas.get_width_height()
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
-    return {
-        "path": path,
-        "width": width_pixels,
-        "height": height_pixels,
-        "frame_boxes": frame_boxes,
-        "region_frame": region_frame,
-    }
+def _draw_attention(figure, spec, attention, words, real_frames):
+    """The decoder's attention as a words x real frames heatmap."""
+    axis = figure.add_subplot(spec)
+    shown_attention = attention[:, real_frames]
+    image = axis.imshow(shown_attention, aspect="auto", cmap="viridis",
+                        vmin=0.0, vmax=max(float(shown_attention.max()), 1e-6),
+                        interpolation="nearest")
+    axis.set_yticks(range(len(words)), words, fontsize=TEXT_FONT_SIZE)
+    step = max(1, len(real_frames) // 16)
+    ticks = list(range(0, len(real_frames), step))
+    axis.set_xticks(ticks, [str(real_frames[i]) for i in ticks],
+                    fontsize=TEXT_FONT_SIZE - 1)
+    axis.set_xlabel("frame", fontsize=TEXT_FONT_SIZE)
+    axis.set_title("decoder attention over frames", fontsize=TEXT_FONT_SIZE + 1)
+    colorbar = figure.colorbar(image, ax=axis, fraction=0.04, pad=0.02)
+    colorbar.ax.tick_params(labelsize=TEXT_FONT_SIZE - 2)
+
+
+def _draw_region_weights(figure, spec, frame, weights, grid_shape, region_frame):
+    """The region weights as a translucent heatmap over `frame`, with the grid."""
+    from matplotlib import patches
+
+    axis = figure.add_subplot(spec)
+    height, width = frame.shape[:2]
+    axis.imshow(frame, interpolation="nearest", extent=(0, width, height, 0))
+    image = axis.imshow(weights, cmap="inferno", alpha=0.55,
+                        interpolation="nearest", extent=(0, width, height, 0),
+                        vmin=0.0, vmax=max(float(weights.max()), 1e-6))
+    for row in range(1, grid_shape[0]):
+        axis.axhline(row * height / grid_shape[0], color="white", lw=0.4, alpha=0.5)
+    for col in range(1, grid_shape[1]):
+        axis.axvline(col * width / grid_shape[1], color="white", lw=0.4, alpha=0.5)
+    axis.add_patch(patches.Rectangle((0, 0), width, height, fill=False,
+                                     edgecolor=HIGHLIGHT_COLOR, linewidth=3))
+    axis.set_xticks([])
+    axis.set_yticks([])
+    axis.set_title(
+        f"graph region weights, frame t={region_frame} "
+        f"({grid_shape[0]}x{grid_shape[1]} regions)",
+        fontsize=TEXT_FONT_SIZE + 1,
+    )
+    colorbar = figure.colorbar(image, ax=axis, fraction=0.046, pad=0.03,
+                               format="%.3f")
+    colorbar.ax.tick_params(labelsize=TEXT_FONT_SIZE - 2)
 
 
 # === Run folders ===

@@ -555,6 +555,46 @@ def generate_procedural_dataset(
         str, `root`.
     """
     root = os.fspath(root)
+    split_fractions = _checked_arguments(num_clips, num_frames, frame_size, split_fractions, split)
+    params = {
+        "generator": GENERATOR,
+        "version": VERSION,
+        "seed": int(seed),
+        "num_clips": int(num_clips),
+        "num_frames": int(num_frames),
+        "frame_size": int(frame_size),
+        "split_fractions": list(split_fractions),
+    }
+    if split != "random":  # the default's metadata stays as it was
+        params["split"] = split
+    paths = _dataset_paths(root)
+    clip_ids = [clip_id(i, num_frames) for i in range(num_clips)]
+    video_paths = [os.path.join(paths["videos"], c + ".avi") for c in clip_ids]
+
+    state = _existing_state(root, params, paths, video_paths, overwrite)
+    if state == "complete":
+        return root
+    os.makedirs(paths["videos"], exist_ok=True)
+    _remove([paths["metadata"]])
+    _remove(glob.glob(os.path.join(paths["videos"], VIDEO_ID_PREFIX + "*.tmp.avi")))
+    if state != "resume":
+        _remove(glob.glob(os.path.join(paths["videos"], VIDEO_ID_PREFIX + "*.avi")))
+        _remove([paths["corpus"], paths["split"]])
+    _write_json(paths["progress"], params)
+
+    rows, scenes = _write_videos(clip_ids, video_paths, seed, num_frames, frame_size)
+    if split == "compositional":
+        splits = _compositional_splits(clip_ids, scenes, split_fractions, seed)
+    else:
+        splits = _assign_splits(num_clips, split_fractions, seed)
+    _write_corpus_and_splits(paths, rows, clip_ids, splits)
+    _write_json(paths["metadata"], _metadata(params, scenes, split, seed))
+    _remove([paths["progress"]])
+    return root
+
+
+def _checked_arguments(num_clips, num_frames, frame_size, split_fractions, split):
+    """`split_fractions` as floats, once every argument is checked."""
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
     split_fractions = tuple(float(f) for f in split_fractions)
@@ -573,60 +613,54 @@ def generate_procedural_dataset(
             "split_fractions must be 3 non-negative fractions (train, val, test) "
             f"summing to 1 with train > 0; got {split_fractions}."
         )
-    params = {
-        "generator": GENERATOR,
-        "version": VERSION,
-        "seed": int(seed),
-        "num_clips": int(num_clips),
-        "num_frames": int(num_frames),
-        "frame_size": int(frame_size),
-        "split_fractions": list(split_fractions),
-    }
-    if split != "random":  # the default's metadata stays as it was
-        params["split"] = split
-    video_dir = os.path.join(root, "YouTubeClips")
-    corpus_path = os.path.join(root, "video_corpus.csv")
-    split_path = os.path.join(root, "split.tsv")
-    metadata_path = os.path.join(root, "metadata.json")
-    progress_path = os.path.join(root, ".procedural_in_progress.json")
-    clip_ids = [clip_id(i, num_frames) for i in range(num_clips)]
-    video_paths = [os.path.join(video_dir, c + ".avi") for c in clip_ids]
+    return split_fractions
 
-    resume = False
-    metadata = _read_json(metadata_path) if os.path.exists(metadata_path) else None
-    if os.path.exists(metadata_path):
+
+def _dataset_paths(root):
+    """The files and the video folder a procedural dataset has under `root`."""
+    return {
+        "videos": os.path.join(root, "YouTubeClips"),
+        "corpus": os.path.join(root, "video_corpus.csv"),
+        "split": os.path.join(root, "split.tsv"),
+        "metadata": os.path.join(root, "metadata.json"),
+        "progress": os.path.join(root, ".procedural_in_progress.json"),
+    }
+
+
+def _existing_state(root, params, paths, video_paths, overwrite):
+    """What `root` holds: `"complete"` (this dataset, done), `"resume"` (this
+    dataset, unfinished) or `"fresh"` (nothing to keep); raises `ValueError`
+    for another dataset or a foreign corpus unless `overwrite`."""
+    if os.path.exists(paths["metadata"]):
+        metadata = _read_json(paths["metadata"])
         old = {k: (metadata or {}).get(k) for k in params}
         if old == params:
             complete = all(
-                os.path.exists(p) for p in [corpus_path, split_path] + video_paths
+                os.path.exists(p) for p in [paths["corpus"], paths["split"]] + video_paths
             )
-            if complete:
-                return root
-            resume = True
-        elif not overwrite:
+            return "complete" if complete else "resume"
+        if not overwrite:
             differing = {k: old[k] for k in params if old[k] != params[k]}
             raise ValueError(
                 f"{root!r} holds a dataset made with other parameters "
                 f"({differing}, asked {params}). Pass overwrite=True to replace "
                 "it, or choose another root."
             )
-    elif os.path.exists(progress_path):
+        return "fresh"
+    if os.path.exists(paths["progress"]):
         # Our own unfinished run: resume it if it asked for the same thing.
-        resume = _read_json(progress_path) == params
-    elif os.path.exists(corpus_path) and not overwrite:
+        return "resume" if _read_json(paths["progress"]) == params else "fresh"
+    if os.path.exists(paths["corpus"]) and not overwrite:
         raise ValueError(
             f"{root!r} holds a video_corpus.csv that this generator did not "
             "write. Pass overwrite=True to replace it, or choose another root."
         )
+    return "fresh"
 
-    os.makedirs(video_dir, exist_ok=True)
-    _remove([metadata_path])
-    _remove(glob.glob(os.path.join(video_dir, VIDEO_ID_PREFIX + "*.tmp.avi")))
-    if not resume:
-        _remove(glob.glob(os.path.join(video_dir, VIDEO_ID_PREFIX + "*.avi")))
-        _remove([corpus_path, split_path])
-    _write_json(progress_path, params)
 
+def _write_videos(clip_ids, video_paths, seed, num_frames, frame_size):
+    """Renders every clip whose video is missing; returns `(rows, scenes)`:
+    the corpus rows of every clip's captions and `{clip_id: scene dict}`."""
     rows, scenes = [], {}
     for index, (name, path) in enumerate(zip(clip_ids, video_paths)):
         rng = np.random.default_rng([seed, index])
@@ -641,21 +675,24 @@ def generate_procedural_dataset(
             rows.append(
                 (video_id, start, end, worker, "clean", 0, "English", caption)
             )
+    return rows, scenes
 
+
+def _write_corpus_and_splits(paths, rows, clip_ids, splits):
     def write_corpus(f):
         writer = csv.writer(f)
         writer.writerow(CORPUS_HEADER)
         writer.writerows(rows)
 
-    if split == "compositional":
-        splits = _compositional_splits(clip_ids, scenes, split_fractions, seed)
-    else:
-        splits = _assign_splits(num_clips, split_fractions, seed)
-    _write_atomically(corpus_path, write_corpus)
+    _write_atomically(paths["corpus"], write_corpus)
     _write_atomically(
-        split_path,
+        paths["split"],
         lambda f: f.writelines(f"{c}\t{s}\n" for c, s in zip(clip_ids, splits)),
     )
+
+
+def _metadata(params, scenes, split, seed):
+    """`metadata.json`: the parameters, the generator's constants and the scenes."""
     metadata = dict(params)
     metadata.update(
         {
@@ -672,9 +709,7 @@ def generate_procedural_dataset(
     )
     if split == "compositional":
         metadata["held_out_combinations"] = [list(c) for c in held_out_combinations(seed)]
-    _write_json(metadata_path, metadata)
-    _remove([progress_path])
-    return root
+    return metadata
 
 
 # --- Reading captions back into scenes ---------------------------------------
