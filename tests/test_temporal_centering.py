@@ -27,6 +27,10 @@ def test_temporal_centering_by_hand():
     np.testing.assert_allclose(out[..., :2], expected, atol=1e-6)
     np.testing.assert_allclose(out[0, :2, :, 2:], np.full((2, 2, 2), [2.0, 1.0]), atol=1e-6)
     np.testing.assert_array_equal(out[0, 2], 0.0)
+    # The control without centring keeps the regions as they are.
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="pooled", center=False))
+    np.testing.assert_allclose(out[..., :2], nodes, atol=1e-6)
+    np.testing.assert_allclose(out[0, :2, :, 2:], np.full((2, 2, 2), [2.0, 1.0]), atol=1e-6)
 
 
 def test_temporal_centering_matches_numpy_on_a_batch_with_padding():
@@ -51,7 +55,7 @@ def test_temporal_centering_layer():
     graph = SpatialGraphConv(8, num_layers=1, pooling="attention")
     run_layer_test(
         TemporalCentering,
-        {"graph": keras.layers.serialize(graph), "static": "pooled"},
+        {"graph": keras.layers.serialize(graph), "static": "pooled", "center": True},
         [np.random.default_rng(0).normal(size=(2, 3, 16, 5)).astype("float32")],
         (2, 3, 8),
     )
@@ -96,6 +100,8 @@ def test_motion_tracks_around_centering_read_the_raw_regions():
 def test_temporal_centering_rejects_bad_arguments():
     with pytest.raises(ValueError, match="`static` must be one of"):
         TemporalCentering(SpatialGraphConv(4, pooling="mean"), static="max")
+    with pytest.raises(ValueError, match="would leave the regions unchanged"):
+        TemporalCentering(SpatialGraphConv(4, pooling="mean"), center=False)
     layer = TemporalCentering(SpatialGraphConv(4, pooling="mean"))
     with pytest.raises(ValueError, match=r"expected region features \(B, T, N, C\)"):
         layer.build((2, 3, 4))

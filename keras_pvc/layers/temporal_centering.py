@@ -4,7 +4,7 @@ from keras import ops
 STATIC_MODES = (None, "pooled")
 
 
-def temporal_centering(nodes, static=None):
+def temporal_centering(nodes, static=None, center=True):
     """Each region's features minus that region's mean over the clip.
 
     What stays put over a clip (the background texture, a static shape)
@@ -18,6 +18,9 @@ def temporal_centering(nodes, static=None):
             static part pooled over regions (the mean over the real frames
             and all regions, `C` numbers per clip, the same in every frame):
             a "what" with no "where".
+        center: bool. False leaves the regions as they are (only the
+            pooled static part is appended): the control that tells the
+            centring's effect from the pooled "what"'s.
 
     Returns:
         float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with `"pooled"`.
@@ -33,7 +36,7 @@ def temporal_centering(nodes, static=None):
     )
     count = ops.maximum(ops.sum(valid, axis=1, keepdims=True), 1.0)
     clip_mean = ops.sum(nodes * valid, axis=1, keepdims=True) / count  # (B, 1, N, C)
-    centred = (nodes - clip_mean) * valid
+    centred = (nodes - clip_mean) * valid if center else nodes
     if static is None:
         return centred
     pooled = ops.mean(clip_mean, axis=2, keepdims=True)  # (B, 1, 1, C)
@@ -63,6 +66,8 @@ class TemporalCentering(keras.layers.Layer):
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
         static: None or `"pooled"` (see above).
+        center: bool. False skips the centring and only appends the pooled
+            static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
 
     Example:
@@ -73,16 +78,22 @@ class TemporalCentering(keras.layers.Layer):
     ```
     """
 
-    def __init__(self, graph, static=None, **kwargs):
+    def __init__(self, graph, static=None, center=True, **kwargs):
         super().__init__(**kwargs)
         if static not in STATIC_MODES:
             raise ValueError(
                 f"TemporalCentering: `static` must be one of {STATIC_MODES}, got {static!r}."
             )
+        if not center and static is None:
+            raise ValueError(
+                "TemporalCentering: `center=False` with `static=None` would "
+                "leave the regions unchanged; pass `static='pooled'`."
+            )
         if not isinstance(graph, keras.layers.Layer):
             graph = keras.layers.deserialize(graph)
         self.graph = graph
         self.static = static
+        self.center = bool(center)
 
     def _inner_shape(self, nodes_shape):
         channels = nodes_shape[-1]
@@ -101,7 +112,9 @@ class TemporalCentering(keras.layers.Layer):
             self.graph.build(self._inner_shape(nodes_shape))
 
     def call(self, nodes, training=None):
-        return self.graph(temporal_centering(nodes, self.static), training=training)
+        return self.graph(
+            temporal_centering(nodes, self.static, self.center), training=training
+        )
 
     @property
     def units(self):
@@ -116,5 +129,11 @@ class TemporalCentering(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"graph": keras.layers.serialize(self.graph), "static": self.static})
+        config.update(
+            {
+                "graph": keras.layers.serialize(self.graph),
+                "static": self.static,
+                "center": self.center,
+            }
+        )
         return config
