@@ -68,6 +68,7 @@ def main():
     path = args.json or os.path.join(
         REPO, "benchmarks", "results", f"heldout_{args.renderer}_{args.preset}_{args.name}.json"
     )
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as handle:
         json.dump(result, handle, indent=1)
     print(f"wrote {path}")

@@ -224,6 +224,7 @@ def build_video_captioner(config):
     from keras_pvc.layers import FrameCNN
     from keras_pvc.layers import MotionTracks
     from keras_pvc.layers import SpatialGraphConv
+    from keras_pvc.layers import TemporalCentering
     from keras_pvc.layers import TemporalLSTMEncoder
     from keras_pvc.models import VideoCaptioner
     from keras_pvc.models import VideoCaptionerBackbone
@@ -236,9 +237,17 @@ def build_video_captioner(config):
     if config.get("graph"):
         graph_knobs = dict(config["graph"])
         tracks = graph_knobs.pop("motion_tracks", None)
+        centering = graph_knobs.pop("temporal_centering", None)
         graph = SpatialGraphConv(
             dropout=config["dropout"], **graph_knobs, name="spatial_graph"
         )
+        if centering:
+            # `temporal_centering: True` or a dict of its knobs ({"static":
+            # "pooled"}); the tracks below still read the raw regions.
+            graph = TemporalCentering(
+                graph, **(centering if isinstance(centering, dict) else {}),
+                name="temporal_centering",
+            )
         if tracks:
             # `motion_tracks: True` or a dict of MotionTracks' knobs.
             graph = MotionTracks(

@@ -6,6 +6,7 @@ from keras_pvc.layers.frame_cnn import FrameCNN
 from keras_pvc.layers.motion_tracks import MotionTracks
 from keras_pvc.layers.spatial_graph_conv import SpatialGraphConv
 from keras_pvc.layers.spatial_graph_conv import grid_adjacency
+from keras_pvc.layers.temporal_centering import TemporalCentering
 from keras_pvc.layers.temporal_lstm_encoder import TemporalLSTMEncoder
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "FrameCNN",
     "MotionTracks",
     "SpatialGraphConv",
+    "TemporalCentering",
     "TemporalLSTMEncoder",
     "grid_adjacency",
 ]

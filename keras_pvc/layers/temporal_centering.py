@@ -1,0 +1,139 @@
+import keras
+from keras import ops
+
+STATIC_MODES = (None, "pooled")
+
+
+def temporal_centering(nodes, static=None, center=True):
+    """Each region's features minus that region's mean over the clip.
+
+    What stays put over a clip (the background texture, a static shape)
+    cancels; what moves, grows or shrinks is left. All-zero frames (padding,
+    as the data pipeline writes it) are left out of the clip's mean and stay
+    zero.
+
+    Args:
+        nodes: float tensor `(B, T, N, C)`.
+        static: None, or `"pooled"` to append to every region the clip's
+            static part pooled over regions (the mean over the real frames
+            and all regions, `C` numbers per clip, the same in every frame):
+            a "what" with no "where".
+        center: bool. False leaves the regions as they are (only the
+            pooled static part is appended): the control that tells the
+            centring's effect from the pooled "what"'s.
+
+    Returns:
+        float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with `"pooled"`.
+    """
+    if static not in STATIC_MODES:
+        raise ValueError(
+            f"temporal_centering: `static` must be one of {STATIC_MODES}, got {static!r}."
+        )
+    nodes = ops.convert_to_tensor(nodes)
+    # (B, T, 1, 1): 1 for real frames, 0 for all-zero padding frames.
+    valid = ops.cast(
+        ops.max(ops.abs(nodes), axis=(2, 3), keepdims=True) > 0, nodes.dtype
+    )
+    count = ops.maximum(ops.sum(valid, axis=1, keepdims=True), 1.0)
+    clip_mean = ops.sum(nodes * valid, axis=1, keepdims=True) / count  # (B, 1, N, C)
+    centred = (nodes - clip_mean) * valid if center else nodes
+    if static is None:
+        return centred
+    pooled = ops.mean(clip_mean, axis=2, keepdims=True)  # (B, 1, 1, C)
+    pooled = ops.broadcast_to(pooled, ops.shape(nodes)) * valid
+    return ops.concatenate([centred, pooled], axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_pvc")
+class TemporalCentering(keras.layers.Layer):
+    """A spatial graph that sees only what changes over the clip.
+
+    Wraps any spatial graph layer (`SpatialGraphConv` or another with its
+    contract, `(B, T, N, C)` -> `(B, T, D)`) and feeds it the region features
+    centred in time (`temporal_centering`): each region minus its mean over
+    the clip's real frames. Parameter-free; what is static in a clip — on a
+    few hundred clips, the background texture by which a captioner can tell
+    its training clips apart and memorise their captions (issue 15) — is
+    removed before any weight sees it, and what moves is kept. With
+    `static="pooled"` the graph also gets the clip's static part averaged
+    over regions (a "what" with no "where"), appended to every region.
+
+    **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
+    `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
+    `"pooled"`.
+
+    Args:
+        graph: layer or layer config. The spatial graph that reads the
+            centred regions.
+        static: None or `"pooled"` (see above).
+        center: bool. False skips the centring and only appends the pooled
+            static part (a control; needs `static="pooled"`).
+        **kwargs: Standard layer arguments.
+
+    Example:
+    ```python
+    regions = np.random.rand(2, 8, 49, 32).astype("float32")
+    centred = TemporalCentering(SpatialGraphConv(16, pooling="mean"))
+    centred(regions).shape  # (2, 8, 16)
+    ```
+    """
+
+    def __init__(self, graph, static=None, center=True, **kwargs):
+        super().__init__(**kwargs)
+        if static not in STATIC_MODES:
+            raise ValueError(
+                f"TemporalCentering: `static` must be one of {STATIC_MODES}, got {static!r}."
+            )
+        if not center and static is None:
+            raise ValueError(
+                "TemporalCentering: `center=False` with `static=None` would "
+                "leave the regions unchanged; pass `static='pooled'`."
+            )
+        if not isinstance(graph, keras.layers.Layer):
+            graph = keras.layers.deserialize(graph)
+        self.graph = graph
+        self.static = static
+        self.center = bool(center)
+
+    def _inner_shape(self, nodes_shape):
+        channels = nodes_shape[-1]
+        if self.static == "pooled" and channels is not None:
+            channels = 2 * channels
+        return tuple(nodes_shape[:-1]) + (channels,)
+
+    def build(self, nodes_shape):
+        if len(nodes_shape) != 4:
+            raise ValueError(
+                "TemporalCentering: expected region features (B, T, N, C), got "
+                f"shape {tuple(nodes_shape)}."
+            )
+        # A graph deserialized from a config with its build config is built.
+        if not self.graph.built:
+            self.graph.build(self._inner_shape(nodes_shape))
+
+    def call(self, nodes, training=None):
+        return self.graph(
+            temporal_centering(nodes, self.static, self.center), training=training
+        )
+
+    @property
+    def units(self):
+        return self.graph.units
+
+    @property
+    def output_dim(self):
+        return getattr(self.graph, "output_dim", self.graph.units)
+
+    def compute_output_shape(self, nodes_shape):
+        return self.graph.compute_output_shape(self._inner_shape(nodes_shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "graph": keras.layers.serialize(self.graph),
+                "static": self.static,
+                "center": self.center,
+            }
+        )
+        return config

@@ -1,0 +1,120 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_pvc.layers import MotionTracks
+from keras_pvc.layers import SpatialGraphConv
+from keras_pvc.layers import TemporalCentering
+from keras_pvc.layers.temporal_centering import temporal_centering
+from layer_testing import run_layer_test
+
+
+def test_temporal_centering_by_hand():
+    # One clip, 3 frames (the last is padding), 2 regions, 2 channels.
+    nodes = np.zeros((1, 3, 2, 2), "float32")
+    nodes[0, 0] = [[1.0, 2.0], [4.0, 0.0]]
+    nodes[0, 1] = [[3.0, 2.0], [0.0, 0.0]]
+    # Clip means over the two real frames: region 0 (2, 2), region 1 (2, 0).
+    expected = np.zeros((1, 3, 2, 2), "float32")
+    expected[0, 0] = [[-1.0, 0.0], [2.0, 0.0]]
+    expected[0, 1] = [[1.0, 0.0], [-2.0, 0.0]]
+    out = ops.convert_to_numpy(temporal_centering(nodes))
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+    # "pooled" appends the clip mean over regions, (2, 1), to every region
+    # of the real frames; the padding frame stays zero.
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="pooled"))
+    np.testing.assert_allclose(out[..., :2], expected, atol=1e-6)
+    np.testing.assert_allclose(out[0, :2, :, 2:], np.full((2, 2, 2), [2.0, 1.0]), atol=1e-6)
+    np.testing.assert_array_equal(out[0, 2], 0.0)
+    # The control without centring keeps the regions as they are.
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="pooled", center=False))
+    np.testing.assert_allclose(out[..., :2], nodes, atol=1e-6)
+    np.testing.assert_allclose(out[0, :2, :, 2:], np.full((2, 2, 2), [2.0, 1.0]), atol=1e-6)
+
+
+def test_temporal_centering_matches_numpy_on_a_batch_with_padding():
+    rng = np.random.default_rng(1)
+    nodes = rng.normal(size=(3, 5, 6, 4)).astype("float32")
+    lengths = [5, 3, 1]
+    for clip, length in enumerate(lengths):
+        nodes[clip, length:] = 0.0
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="pooled"))
+    for clip, length in enumerate(lengths):
+        real = nodes[clip, :length].astype("float64")
+        mean = real.mean(axis=0)
+        np.testing.assert_allclose(out[clip, :length, :, :4], real - mean, atol=1e-5)
+        np.testing.assert_allclose(
+            out[clip, :length, :, 4:], np.broadcast_to(mean.mean(axis=0), (length, 6, 4)),
+            atol=1e-5,
+        )
+        np.testing.assert_array_equal(out[clip, length:], 0.0)
+
+
+def test_temporal_centering_layer():
+    graph = SpatialGraphConv(8, num_layers=1, pooling="attention")
+    run_layer_test(
+        TemporalCentering,
+        {"graph": keras.layers.serialize(graph), "static": "pooled", "center": True},
+        [np.random.default_rng(0).normal(size=(2, 3, 16, 5)).astype("float32")],
+        (2, 3, 8),
+    )
+
+
+def test_the_graph_reads_centred_regions_and_ignores_a_static_background():
+    rng = np.random.default_rng(2)
+    nodes = rng.normal(size=(2, 4, 9, 6)).astype("float32")
+    graph = SpatialGraphConv(6, num_layers=0, pooling="mean", position_embedding=False)
+    layer = TemporalCentering(graph)
+    out = ops.convert_to_numpy(layer(nodes))
+    centred = nodes - nodes.mean(axis=1, keepdims=True)
+    np.testing.assert_allclose(out, centred.mean(axis=2), atol=1e-5)
+    # A per-clip, per-region texture that does not change over time is gone.
+    texture = rng.normal(size=(2, 1, 9, 6)).astype("float32") * 10.0
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(layer(nodes + texture)), out, atol=1e-4
+    )
+    assert layer.output_dim == 6
+    # "pooled": the graph is built on twice the channels.
+    pooled = TemporalCentering(
+        SpatialGraphConv(12, num_layers=0, pooling="mean", position_embedding=False),
+        static="pooled",
+    )
+    out = ops.convert_to_numpy(pooled(nodes))
+    np.testing.assert_allclose(out[..., :6], centred.mean(axis=2), atol=1e-5)
+    static = np.broadcast_to(nodes.mean(axis=(1, 2))[:, None], (2, 4, 6))
+    np.testing.assert_allclose(out[..., 6:], static, atol=1e-5)
+
+
+def test_motion_tracks_around_centering_read_the_raw_regions():
+    rng = np.random.default_rng(3)
+    nodes = rng.normal(size=(1, 3, 16, 4)).astype("float32")
+    inner = SpatialGraphConv(4, num_layers=0, pooling="mean", position_embedding=False)
+    layer = MotionTracks(TemporalCentering(inner), scale=1.0)
+    plain = MotionTracks(inner, scale=1.0)
+    out, reference = ops.convert_to_numpy(layer(nodes)), ops.convert_to_numpy(plain(nodes))
+    np.testing.assert_allclose(out[..., 4:], reference[..., 4:], atol=1e-5)
+    assert layer.output_dim == 4 + 16
+
+
+def test_temporal_centering_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="`static` must be one of"):
+        TemporalCentering(SpatialGraphConv(4, pooling="mean"), static="max")
+    with pytest.raises(ValueError, match="would leave the regions unchanged"):
+        TemporalCentering(SpatialGraphConv(4, pooling="mean"), center=False)
+    layer = TemporalCentering(SpatialGraphConv(4, pooling="mean"))
+    with pytest.raises(ValueError, match=r"expected region features \(B, T, N, C\)"):
+        layer.build((2, 3, 4))
+
+
+def test_preset_knob_wraps_the_graph():
+    from keras_pvc.presets import build_video_captioner
+    from keras_pvc.presets import preset_config
+
+    config = preset_config(
+        "regions", input_shape=(4, 8), hidden_dim=8, embedding_dim=8, vocabulary_size=20,
+        graph={"units": 8, "pooling": "attention", "temporal_centering": {"static": "pooled"}},
+    )
+    graph = build_video_captioner(config).backbone.spatial_graph
+    assert isinstance(graph, TemporalCentering) and graph.static == "pooled"
+    assert isinstance(graph.graph, SpatialGraphConv)
