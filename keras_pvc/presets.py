@@ -66,10 +66,12 @@ PRESETS = {
             "For a user's own folder of hundreds to thousands of clips: "
             "ImageNet EfficientNet-Lite0 (frozen, offline) 7x7 region grids "
             "of 8 frames, cached by `keras-pvc train` itself (or `keras-pvc "
-            "extract`), the msvd preset's grid+learned spatial graph and "
-            "attention decoder cut to hidden 256, dropout 0.3, cosine "
-            "learning-rate decay. What `keras-pvc train` picks for a folder "
-            "that is not a procedural dataset (issue 15)."
+            "extract`), each region centred on its clip mean (what moves) "
+            "beside the clip's pooled appearance (what is there), the msvd "
+            "preset's grid+learned spatial graph and attention decoder cut "
+            "to hidden 256, dropout 0.3, cosine learning-rate decay. What "
+            "`keras-pvc train` picks for a folder that is not a procedural "
+            "dataset (issue 15)."
         ),
         "input_kind": "features",
         "input_shape": (49, 1280),
@@ -80,7 +82,16 @@ PRESETS = {
             "trainable_backbone": False,
         },
         "frame_size": (224, 224),
-        "graph": {"units": 256, "adjacency": "both", "pooling": "attention"},
+        # Temporal centring with the pooled "what" (layers.TemporalCentering):
+        # on the held-out sprites / outlines sets, one-object clips all right
+        # 20% -> 48% / 14% -> 32%, pairs 4% -> 24% / 0% -> 18% (one seed,
+        # docs/heldout_results.md).
+        "graph": {
+            "units": 256,
+            "adjacency": "both",
+            "pooling": "attention",
+            "temporal_centering": {"static": "pooled"},
+        },
         "hidden_dim": 256,
         "encoder_layers": 1,
         "embedding_dim": 256,

@@ -20,7 +20,8 @@ from keras_pvc.runs import default_preset
 TINY_REGIONS = {
     "hidden_dim": 8,
     "embedding_dim": 8,
-    "graph": {"units": 8, "adjacency": "both", "pooling": "attention", "attention_dim": 8},
+    "graph": {"units": 8, "adjacency": "both", "pooling": "attention", "attention_dim": 8,
+              "temporal_centering": {"static": "pooled"}},
     "num_frames": 3,
     "frame_size": (64, 64),
     "input_shape": (4, 1280),
@@ -88,6 +89,10 @@ def test_regions_preset_round_trips(tmp_path):
     loaded = keras_pvc.from_preset(str(tmp_path / "model"))
     assert loaded.preprocessor.vocabulary == words
     assert loaded.backbone.spatial_graph.units == 8
+    # The preset's regions are centred on their clip mean, with the pooled
+    # "what" beside them.
+    assert isinstance(loaded.backbone.spatial_graph, keras_pvc.layers.TemporalCentering)
+    assert loaded.backbone.spatial_graph.static == "pooled"
     np.testing.assert_allclose(
         loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6
     )
