@@ -32,9 +32,9 @@ from keras_pvc.datasets.clip import clip_id_problem
 from keras_pvc.datasets.pipeline import ClipArrays
 from keras_pvc.datasets.pipeline import caption_dataset
 from keras_pvc.datasets.pipeline import caption_examples
-from keras_pvc.extract import extract_failures
-from keras_pvc.extract import feature_file_problem
-from keras_pvc.extract import mask_path_for
+from keras_pvc.datasets.feature_files import extract_failures
+from keras_pvc.datasets.feature_files import feature_file_problem
+from keras_pvc.datasets.feature_files import mask_path_for
 
 # `features_dataset(in_memory="auto")` loads a folder whose clips take at most
 # this many bytes (as stored) into memory, and reads larger ones per batch.
