@@ -140,8 +140,8 @@ def cmd_train(args):
         distribute=distribute,
     )
     if relations and distribute.is_chief:  # other workers' folders are gone
-        from keras_pvc.demo import print_scene_accuracy
-        from keras_pvc.demo import score_scenes
+        from keras_pvc.runs import print_scene_accuracy
+        from keras_pvc.runs import score_scenes
 
         print_scene_accuracy(score_scenes(args.out, args.root))
     return 0

@@ -170,6 +170,46 @@ def relation_clip_ids(data_root):
     }
 
 
+def print_scene_accuracy(accuracy):
+    """One line: the shares of `score_scenes`'s result."""
+    print(
+        f"Held-out captions that state their scene exactly: "
+        f"{100 * accuracy['exact']:.0f}% of {accuracy['num_clips']} (right shapes "
+        f"{100 * accuracy['shapes']:.0f}%, right kind of relation "
+        f"{100 * accuracy['relation']:.0f}%)",
+        flush=True,
+    )
+
+
+def score_scenes(out, data_root):
+    """Checks a run's held-out captions against the procedural scenes.
+
+    The procedural captions come from templates, so each generated caption
+    can be read back into what it claims and compared with the scene
+    (`keras_pvc.datasets.procedural.scene_accuracy`). Adds the result to
+    `<out>/metrics.json` under `"scene_accuracy"` and returns it (without
+    the per-clip verdicts, which go to `<out>/scene_accuracy.json`).
+    """
+    import json
+
+    from keras_pvc.datasets.procedural import scene_accuracy
+    from keras_pvc.training import write_json
+
+    with open(os.path.join(data_root, "metadata.json"), encoding="utf-8") as handle:
+        scenes = json.load(handle)["scenes"]
+    with open(os.path.join(out, "predictions.json"), encoding="utf-8") as handle:
+        predictions = json.load(handle)
+    result = scene_accuracy(scenes, predictions)
+    write_json(os.path.join(out, "scene_accuracy.json"), result)
+    result = {key: value for key, value in result.items() if key != "per_clip"}
+    metrics_path = os.path.join(out, "metrics.json")
+    with open(metrics_path, encoding="utf-8") as handle:
+        metrics = json.load(handle)
+    metrics["scene_accuracy"] = result
+    write_json(metrics_path, metrics)
+    return result
+
+
 def score_captions(clips, predictions, subsets=None):
     """Metrics of `predictions` against the clips' references, per subset."""
     from keras_pvc.metrics import evaluate_captions

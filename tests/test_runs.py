@@ -121,7 +121,7 @@ def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
 
     # The demo's check of captions against the scenes they describe.
     from keras_pvc.datasets.procedural import scene_accuracy
-    from keras_pvc.demo import score_scenes
+    from keras_pvc.runs import score_scenes
 
     result = score_scenes(out, procedural_root)
     with open(os.path.join(procedural_root, "metadata.json")) as handle:
