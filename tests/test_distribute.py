@@ -197,7 +197,6 @@ import keras, numpy as np
 from keras import ops
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
-from keras_pvc.models.video_captioner_preprocessor import EOS_ID, PAD_ID
 from test_models import CAPTIONS, tiny_model
 from layer_testing import use_split_independent_decode
 

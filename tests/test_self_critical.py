@@ -529,7 +529,6 @@ tf.config.set_logical_device_configuration(
 sys.path.insert(0, {tests!r})
 import keras, numpy as np
 from keras import ops
-import keras_pvc.models.self_critical as self_critical
 import test_self_critical as helpers
 from test_models import tiny_model
 from test_models import tiny_preprocessor
@@ -540,7 +539,6 @@ from layer_testing import tensorflow_only
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
 from keras_pvc.distribute import with_global_word_count
-from keras_pvc.models.video_captioner_preprocessor import EOS_ID, PAD_ID
 
 # Plain sampling under two replicas, through `fit`: it runs and logs
 # finite values.
