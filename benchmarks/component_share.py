@@ -23,6 +23,7 @@ asserts times.
     python benchmarks/component_share.py
     python benchmarks/component_share.py --presets s2vt --msvd-frames 20
     python benchmarks/component_share.py --presets msvd --plain-graph  # the graph before issue 19
+    python benchmarks/component_share.py --presets msvd --node-residual  # residual at every node
 """
 
 import argparse
@@ -92,12 +93,15 @@ def frame_cnn_seconds(backbone):
     return median_seconds(run) * BATCH_SIZE * NUM_FRAMES / CNN_FRAMES
 
 
-def measure(preset, num_frames, plain_graph=False):
+def measure(preset, num_frames, plain_graph=False, node_residual=False):
     overrides = {}
-    if plain_graph and preset_config(preset)["graph"]:
+    graph = preset_config(preset)["graph"]
+    if plain_graph and graph:
         # The graph before issue 19: per-sublayer projections.
-        graph = preset_config(preset)["graph"]
         overrides["graph"] = {**graph, "fused_projection": False}
+    elif node_residual and graph:
+        # Fused projections, the residual projected at every node.
+        overrides["graph"] = {**graph, "pooled_residual": False}
     model = keras_pvc.from_preset(
         preset, vocabulary_size=VOCABULARY_SIZE, hidden_dim=HIDDEN_DIM,
         caption_length=CAPTION_LENGTH, num_frames=num_frames, **overrides,
@@ -177,13 +181,19 @@ def main():
         "--plain-graph", action="store_true",
         help="the spatial graph's plain per-sublayer projections (fused_projection=False)",
     )
+    parser.add_argument(
+        "--node-residual", action="store_true",
+        help="the fused graph with its residual projected at every node (pooled_residual=False)",
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     results = []
     for preset in args.presets:
         num_frames = args.msvd_frames if preset == "msvd" else NUM_FRAMES
         print(f"running {preset} ...", flush=True)
-        timed, step_seconds, cnn_seconds = measure(preset, num_frames, args.plain_graph)
+        timed, step_seconds, cnn_seconds = measure(
+            preset, num_frames, args.plain_graph, args.node_residual
+        )
         total = sum(seconds for _, seconds in timed)
         components = [
             {"component": name, "seconds": seconds, "share_of_parts": seconds / total}
@@ -193,6 +203,7 @@ def main():
             "preset": preset,
             "num_frames": num_frames,
             "plain_graph": args.plain_graph,
+            "node_residual": args.node_residual,
             "components": components,
             "sum_of_parts_seconds": total,
             "train_step_seconds": step_seconds,

@@ -14,6 +14,10 @@ Configurations (`--configs`, default all):
 - `msvd_plain_graph`: `msvd` with the spatial graph's plain per-sublayer
   projections (`fused_projection=False`, the graph before issue 19): the
   ratio `msvd / msvd_plain_graph` is what the fused graph buys.
+- `msvd_node_residual`: `msvd` with the fused projections but the residual
+  projected at every node (`pooled_residual=False`, the graph of the first
+  half of issue 19): `msvd / msvd_node_residual` is what projecting the
+  residual after the pooling buys.
 - `msvd_mixed_bfloat16`: `msvd` under `keras.mixed_precision` policy
   `mixed_bfloat16` (bfloat16 compute, float32 weights).
 - `torch_s2vt`: `benchmarks/torch_s2vt.TorchS2VT`, the same network as `s2vt`.
@@ -68,6 +72,7 @@ CONFIGS = (
     "msvd",
     "msvd_keras_lstm",
     "msvd_plain_graph",
+    "msvd_node_residual",
     "msvd_mixed_bfloat16",
 )
 RESULTS_PATH = os.path.join(
@@ -208,6 +213,10 @@ def run_keras(config, msvd_frames):
         from keras_pvc.presets import preset_config
 
         overrides["graph"] = {**preset_config(preset)["graph"], "fused_projection": False}
+    if config.endswith("_node_residual"):
+        from keras_pvc.presets import preset_config
+
+        overrides["graph"] = {**preset_config(preset)["graph"], "pooled_residual": False}
     if config.endswith("_mixed_bfloat16"):
         import keras
 
@@ -398,6 +407,7 @@ def main():
         ("s2vt", "torch_s2vt"), ("s2vt_keras_lstm", "torch_s2vt"),
         ("s2vt", "torch_s2vt_original"), ("s2vt", "s2vt_keras_lstm"),
         ("msvd", "msvd_keras_lstm"), ("msvd", "msvd_plain_graph"),
+        ("msvd", "msvd_node_residual"), ("msvd_node_residual", "msvd_plain_graph"),
         ("msvd_mixed_bfloat16", "msvd"), ("msvd_mixed_bfloat16", "msvd_plain_graph"),
         ("gemm_floor", "s2vt"), ("gemm_floor", "torch_s2vt"),
     ]:

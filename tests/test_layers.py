@@ -463,6 +463,11 @@ def test_caption_decoder_step_matches_teacher_forcing():
         {"adjacency": "learned", "units": CHANNELS, "pooling": None},  # no residual dense
         {"adjacency": "both", "coordinates": True, "pooling": "keypoints", "pooling_heads": 2},
         {"adjacency": "both", "position_embedding": False, "pooling": "mean"},
+        # The residual projected after pooling (`pooled_residual`): mean with
+        # the position embedding folded in; attention with two heads and
+        # coordinates (the `pool_output` readout).
+        {"adjacency": "grid", "pooling": "mean"},
+        {"adjacency": "both", "coordinates": True, "pooling_heads": 2},
     ],
 )
 def test_spatial_graph_fused_projection_equals_plain(options):
@@ -480,6 +485,14 @@ def test_spatial_graph_fused_projection_equals_plain(options):
     plain = SpatialGraphConv.from_config({**fused.get_config(), "fused_projection": False})
     fused.build(nodes.shape)
     plain.build(nodes.shape)
+    # Which configurations take the pooled-residual path: the test must
+    # cover it (mean/attention pooling, a residual projection in the last
+    # round: one round from CHANNELS to `units`).
+    assert fused._pools_residual() == (
+        options.get("pooling", "attention") in ("mean", "attention")
+        and options.get("num_layers", 1) == 1
+        and units != CHANNELS
+    ), options
     # Weights well away from zero so that every term (biases, position
     # embedding, coordinates) moves the output.
     plain.set_weights([RNG.normal(size=w.shape) * 0.5 for w in fused.get_weights()])
@@ -506,13 +519,13 @@ def test_spatial_graph_fused_projection_equals_plain(options):
 
 
 def test_spatial_graph_config_without_fused_projection_loads():
-    # A config saved before `fused_projection` existed builds the fused form
-    # with the same weights layout.
+    # A config saved before `fused_projection` and `pooled_residual` existed
+    # builds the fused, pooled-residual form with the same weights layout.
     layer = SpatialGraphConv(HIDDEN, adjacency="both")
     config = layer.get_config()
-    del config["fused_projection"]
+    del config["fused_projection"], config["pooled_residual"]
     restored = SpatialGraphConv.from_config(config)
-    assert restored.fused_projection
+    assert restored.fused_projection and restored.pooled_residual
     nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
     layer(nodes)
     restored(nodes)

@@ -148,6 +148,16 @@ class SpatialGraphConv(keras.layers.Layer):
             from the backward pass. Same weights, same numbers (to float
             rounding); False is the plain per-sublayer form (kept as a
             benchmark variant, `benchmarks/graph_cost.py`).
+        pooled_residual: bool. With `fused_projection`, `pooling` `"mean"`
+            or `"attention"` and a residual projection in the last round
+            (input channels != `units`), project that residual after the
+            pooling instead of at every node: pooling is linear in the
+            nodes, so `pool(X Wr) = pool(X) Wr` (attention's scores take
+            their residual part as `X (Wr Ws)`). The same numbers (to float
+            rounding) for `(N - 1) / N` less of the residual's matmul work:
+            at the `msvd` preset's shape (1280 -> 512, 49 regions) a third
+            of the graph's projections. False projects every node (kept as
+            a benchmark variant, `benchmarks/train_throughput.py`).
         **kwargs: Standard layer arguments.
 
     Call arguments:
@@ -186,6 +196,7 @@ class SpatialGraphConv(keras.layers.Layer):
         activation="relu",
         dropout=0.0,
         fused_projection=True,
+        pooled_residual=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -227,6 +238,7 @@ class SpatialGraphConv(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.dropout = dropout
         self.fused_projection = bool(fused_projection)
+        self.pooled_residual = bool(pooled_residual)
         self.supports_masking = True
 
     @staticmethod
@@ -347,15 +359,33 @@ class SpatialGraphConv(keras.layers.Layer):
         )
 
     def call(self, nodes, adjacency=None, training=None):
+        if self._pools_residual():
+            nodes = ops.convert_to_tensor(nodes, dtype=self.compute_dtype)
+            messages, deferred = self._propagate_fused(
+                nodes, self._grid(nodes, adjacency), training, defer_residual=True
+            )
+            return self._pool_deferred(messages, *deferred)
         return self.pool(self.propagate(nodes, adjacency, training))
+
+    def _pools_residual(self):
+        """Whether `call` projects the last round's residual after pooling."""
+        return (
+            self.pooled_residual
+            and self.fused_projection
+            and self.num_layers > 0
+            and self.pooling in ("mean", "attention")
+            and self.residual_dense[-1] is not None
+        )
+
+    def _grid(self, nodes, adjacency):
+        if adjacency is None:
+            return ops.cast(self.grid_matrix, nodes.dtype)
+        return ops.cast(self.preprocess(adjacency), nodes.dtype)
 
     def propagate(self, nodes, adjacency=None, training=None):
         """The nodes after message passing, before pooling `(..., N, units)`."""
         nodes = ops.convert_to_tensor(nodes, dtype=self.compute_dtype)
-        if adjacency is None:
-            grid = ops.cast(self.grid_matrix, nodes.dtype)
-        else:
-            grid = ops.cast(self.preprocess(adjacency), nodes.dtype)
+        grid = self._grid(nodes, adjacency)
         if self.fused_projection and self.num_layers > 0:
             return self._propagate_fused(nodes, grid, training)
         if self.position_embedding:
@@ -419,8 +449,13 @@ class SpatialGraphConv(keras.layers.Layer):
             sublayers.append(("residual", self.residual_dense[index], False))
         return sublayers
 
-    def _propagate_fused(self, nodes, grid, training):
-        """`propagate` with one matmul per round (see `fused_projection`)."""
+    def _propagate_fused(self, nodes, grid, training, defer_residual=False):
+        """`propagate` with one matmul per round (see `fused_projection`).
+
+        With `defer_residual`, the last round leaves its residual projection
+        out and returns `(messages, (inputs, offset))`: the round's output is
+        `(inputs + offset) Wr + messages` (`offset` the position embedding
+        when it is the first round, else None), for `_pool_deferred`."""
         dtype = nodes.dtype
         # A per-region term added to every frame's nodes before a round:
         # the position embedding (first round only); folded into the
@@ -432,6 +467,9 @@ class SpatialGraphConv(keras.layers.Layer):
         for index in range(self.num_layers):
             channels = ops.shape(nodes)[-1]
             sublayers = self._round_sublayers(index)
+            deferring = defer_residual and index == self.num_layers - 1
+            if deferring:
+                sublayers = [s for s in sublayers if s[0] != "residual"]
             kernels, coordinate_kernels, biases, widths = [], [], [], []
             for _, dense, takes_coordinates in sublayers:
                 kernel = ops.cast(dense.kernel, dtype)
@@ -463,6 +501,8 @@ class SpatialGraphConv(keras.layers.Layer):
             projections = {
                 name: part for (name, _, _), part in zip(sublayers, parts)
             }
+            if deferring:
+                return self._messages(projections, grid, training), (nodes, offset)
             residual = projections.pop("residual", None)
             if residual is None:  # `units` == channels: the nodes themselves
                 residual = nodes if offset is None else nodes + offset
@@ -485,7 +525,42 @@ class SpatialGraphConv(keras.layers.Layer):
                 [summary(nodes, axis=-2), self.keypoints(weights)], axis=-1
             )
         # (..., heads, N) x (..., N, units) -> (..., heads, units)
-        pooled = ops.matmul(ops.swapaxes(weights, -1, -2), nodes)
+        return self._attention_readout(
+            ops.matmul(ops.swapaxes(weights, -1, -2), nodes), weights
+        )
+
+    def _pool_deferred(self, messages, inputs, offset):
+        """`pool((inputs + offset) Wr + messages)` with `Wr` applied after
+        the pooling (see `pooled_residual`); same numbers as `pool`."""
+        dtype = messages.dtype
+        kernel = ops.cast(self.residual_dense[-1].kernel, dtype)  # (C, units)
+        region_term = None  # (N, units): the offset's residual, per region
+        if offset is not None:
+            region_term = ops.matmul(offset, kernel)
+        if self.pooling == "mean":
+            pooled = ops.matmul(ops.mean(inputs, axis=-2), kernel)
+            pooled = pooled + ops.mean(messages, axis=-2)
+            if region_term is not None:
+                pooled = pooled + ops.mean(region_term, axis=0)
+            return pooled
+        score_kernel = ops.cast(self.pool_score.kernel, dtype)  # (units, heads)
+        scores = (
+            ops.matmul(messages, score_kernel)
+            + ops.matmul(inputs, ops.matmul(kernel, score_kernel))
+            + ops.cast(self.pool_score.bias, dtype)
+        )
+        if region_term is not None:
+            scores = scores + ops.matmul(region_term, score_kernel)
+        weights = ops.softmax(scores, axis=-2)  # (..., N, heads)
+        transposed = ops.swapaxes(weights, -1, -2)  # (..., heads, N)
+        pooled = ops.matmul(ops.matmul(transposed, inputs), kernel)
+        pooled = pooled + ops.matmul(transposed, messages)
+        if region_term is not None:
+            pooled = pooled + ops.matmul(transposed, region_term)
+        return self._attention_readout(pooled, weights)
+
+    def _attention_readout(self, pooled, weights):
+        """The heads' pooled nodes `(..., heads, units)` -> `(..., units)`."""
         if self.pool_output is None:
             return ops.squeeze(pooled, -2)
         if self.coordinates:
@@ -553,6 +628,7 @@ class SpatialGraphConv(keras.layers.Layer):
                 "activation": keras.activations.serialize(self.activation),
                 "dropout": self.dropout,
                 "fused_projection": self.fused_projection,
+                "pooled_residual": self.pooled_residual,
             }
         )
         return config
