@@ -18,6 +18,9 @@ Configurations (`--configs`, default all):
   projected at every node (`pooled_residual=False`, the graph of the first
   half of issue 19): `msvd / msvd_node_residual` is what projecting the
   residual after the pooling buys.
+- `msvd_graph_bfloat16`: `msvd` with the spatial graph alone under the
+  `mixed_bfloat16` dtype policy (`graph={..., "dtype": "mixed_bfloat16"}`:
+  bfloat16 matmuls, float32 weights; the recurrences stay float32).
 - `msvd_mixed_bfloat16`: `msvd` under `keras.mixed_precision` policy
   `mixed_bfloat16` (bfloat16 compute, float32 weights).
 - `torch_s2vt`: `benchmarks/torch_s2vt.TorchS2VT`, the same network as `s2vt`.
@@ -73,6 +76,7 @@ CONFIGS = (
     "msvd_keras_lstm",
     "msvd_plain_graph",
     "msvd_node_residual",
+    "msvd_graph_bfloat16",
     "msvd_mixed_bfloat16",
 )
 RESULTS_PATH = os.path.join(
@@ -217,6 +221,10 @@ def run_keras(config, msvd_frames):
         from keras_pvc.presets import preset_config
 
         overrides["graph"] = {**preset_config(preset)["graph"], "pooled_residual": False}
+    if config.endswith("_graph_bfloat16"):
+        from keras_pvc.presets import preset_config
+
+        overrides["graph"] = {**preset_config(preset)["graph"], "dtype": "mixed_bfloat16"}
     if config.endswith("_mixed_bfloat16"):
         import keras
 
@@ -408,6 +416,7 @@ def main():
         ("s2vt", "torch_s2vt_original"), ("s2vt", "s2vt_keras_lstm"),
         ("msvd", "msvd_keras_lstm"), ("msvd", "msvd_plain_graph"),
         ("msvd", "msvd_node_residual"), ("msvd_node_residual", "msvd_plain_graph"),
+        ("msvd_graph_bfloat16", "msvd"), ("msvd_graph_bfloat16", "msvd_plain_graph"),
         ("msvd_mixed_bfloat16", "msvd"), ("msvd_mixed_bfloat16", "msvd_plain_graph"),
         ("gemm_floor", "s2vt"), ("gemm_floor", "torch_s2vt"),
     ]:

@@ -87,3 +87,48 @@ def test_fast_lstm_backward_under_mixed_precision(policy):
     for a, e in zip(ours, expected):
         assert np.isfinite(a).all()
         np.testing.assert_allclose(a.astype("float32"), e, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.slow  # two models, 12 steps and a save: ~1 min on 2 cores
+def test_graph_alone_in_bfloat16_trains_and_round_trips(tmp_path):
+    # `graph={..., "dtype": "mixed_bfloat16"}`: only the spatial graph's
+    # matmuls in bfloat16 (the recurrences stay float32). Its output enters
+    # the float32 encoder; the model trains, its first-step loss is within
+    # bfloat16's precision of the all-float32 model's with the same weights,
+    # and a saved model keeps the graph's policy.
+    graph = {"units": 8, "adjacency": "both", "pooling": "attention", "attention_dim": 4}
+    models = {}
+    for name, dtype in (("float32", None), ("bfloat16", "mixed_bfloat16")):
+        keras.utils.set_random_seed(0)
+        models[name] = keras_pvc.from_preset(
+            "msvd",
+            vocabulary_size=VOCABULARY_SIZE,
+            hidden_dim=16,
+            embedding_dim=8,
+            caption_length=WORDS,
+            num_frames=FRAMES,
+            input_shape=(49, 16),
+            graph={**graph, **({"dtype": dtype} if dtype else {})},
+            learning_rate=1e-2,
+            dropout=0.0,
+        )
+    mixed = models["bfloat16"]
+    assert mixed.backbone.spatial_graph.compute_dtype == "bfloat16"
+    assert mixed.backbone.temporal_encoder.compute_dtype == "float32"
+    mixed.set_weights(models["float32"].get_weights())
+    inputs, labels = _batch()
+    first = {name: float(np.asarray(model.test_on_batch(inputs, labels)[0]))
+             for name, model in models.items()}
+    assert abs(first["bfloat16"] - first["float32"]) < 2e-2 * first["float32"], first
+    losses = [float(np.asarray(mixed.train_on_batch(inputs, labels)[0])) for _ in range(12)]
+    assert np.all(np.isfinite(losses)), losses
+    assert losses[-1] < losses[0] - 0.3, losses
+    path = str(tmp_path / "model.keras")
+    mixed.save(path)
+    restored = keras.saving.load_model(path, safe_mode=True)
+    assert restored.backbone.spatial_graph.compute_dtype == "bfloat16"
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(restored.predict_on_batch(inputs)),
+        keras.ops.convert_to_numpy(mixed.predict_on_batch(inputs)),
+        rtol=1e-5, atol=1e-5,
+    )
