@@ -269,7 +269,7 @@ def write_report(run_dir, out_path=None, num_clips=8):
     Returns:
         str, the path of the report.
     """
-    from keras_pvc.training import read_history
+    from keras_pvc.training.callbacks import read_history
 
     run_dir = os.fspath(run_dir)
     out_path = os.fspath(out_path) if out_path else os.path.join(run_dir, "report.html")

@@ -16,9 +16,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from keras_pvc.distribute import Distribution
-from keras_pvc.distribute import _tensorflow_worker_index
-from keras_pvc.distribute import setup_distribution
+from keras_pvc.training.distribute import Distribution
+from keras_pvc.training.distribute import _tensorflow_worker_index
+from keras_pvc.training.distribute import setup_distribution
 from layer_testing import BACKEND
 from layer_testing import slow_on_jax
 from layer_testing import tensorflow_only
@@ -139,7 +139,7 @@ def test_replica_shares_of_the_loss_add_up_to_the_global_word_mean():
     import keras
     from keras import ops
 
-    from keras_pvc.distribute import with_global_word_count
+    from keras_pvc.training.distribute import with_global_word_count
     from keras_pvc.models.video_captioner_preprocessor import GLOBAL_WORDS
     from test_models import CAPTIONS, tiny_model
     import tensorflow as tf
@@ -191,7 +191,7 @@ def test_replica_shares_of_the_loss_add_up_to_the_global_word_mean():
 STEP_SCRIPT = """
 import sys
 mode, phase, out = sys.argv[1:4]
-from keras_pvc.distribute import Distribution, setup_distribution
+from keras_pvc.training.distribute import Distribution, setup_distribution
 distribution = setup_distribution("multi-worker") if mode == "worker" else Distribution()
 import keras, numpy as np
 from keras import ops
@@ -310,13 +310,13 @@ def test_keras_pvc_train_on_two_workers_with_self_critical(tmp_path):
 # peer); with "resume" they go on from the chief's backup.
 RESUME_SCRIPT = """
 import os, signal, sys
-from keras_pvc.distribute import setup_distribution
+from keras_pvc.training.distribute import setup_distribution
 distribution = setup_distribution("multi-worker")
 import keras
 import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
 from keras_pvc.datasets.msvd import load_msvd
-from keras_pvc.runs import train_run
+from keras_pvc.training.runs import train_run
 
 root, out, kill_epoch, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
 
@@ -392,7 +392,7 @@ DATA_PARALLEL_SCRIPT = """
 import json
 import keras, numpy as np
 from keras import ops
-from keras_pvc.distribute import setup_distribution
+from keras_pvc.training.distribute import setup_distribution
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
 from test_models import CAPTIONS, tiny_model
