@@ -368,7 +368,7 @@ def _json_file(path, value, bom=False):
 
 
 def _run_cli(argv, capsys):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
 
     code = main(argv)
     captured = capsys.readouterr()
@@ -400,7 +400,7 @@ def test_evaluate_errors_are_one_line_naming_the_file(tmp_path, capsys, predicti
 
 
 def test_evaluate_a_missing_path_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
 
     references = _json_file(tmp_path / "refs.json", REFERENCES)
     missing = str(tmp_path / "nowhere.json")

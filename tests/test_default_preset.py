@@ -56,7 +56,7 @@ def test_train_picks_procedural_only_for_the_embedded_generator(sprites_root, tm
 
 
 def test_train_without_preset_uses_the_default_preset():
-    from keras_pvc.cli import build_parser
+    from keras_pvc.apps.cli import build_parser
 
     args = build_parser().parse_args(["train", "--root", "DIR", "--out", "RUN"])
     assert args.preset is None  # resolved by `default_preset` in cmd_train
@@ -103,7 +103,7 @@ def test_regions_preset_round_trips(tmp_path):
 def test_caption_command_on_a_features_run_matches_the_cached_features(
     sprites_root, tmp_path
 ):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
     from keras_pvc.training.runs import prepare_features
 
     clips = load_msvd(sprites_root)
@@ -141,7 +141,7 @@ def test_caption_command_on_a_features_run_matches_the_cached_features(
 
 @pytest.mark.slow
 def test_train_extracts_features_into_the_run_and_reuses_them(sprites_root, tmp_path):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
     from keras_pvc.training.extract import read_manifest
 
     run = tmp_path / "run"

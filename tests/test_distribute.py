@@ -86,7 +86,7 @@ def test_a_strategy_the_backend_lacks_names_the_backend_and_the_alternatives():
 
 
 def test_cli_refuses_a_strategy_of_another_backend(tmp_path, capsys):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
 
     other = "multi-worker" if BACKEND == "jax" else "data-parallel"
     code = main(["train", "--root", str(tmp_path), "--out", str(tmp_path / "run"),
@@ -277,7 +277,7 @@ def test_keras_pvc_train_on_two_workers_with_self_critical(tmp_path):
     generate_procedural_dataset(root, num_clips=12, num_frames=4, seed=3)
     out = tmp_path / "run"
     ports = free_ports(2)
-    argv = [sys.executable, "-m", "keras_pvc.cli", "train", "--root", root, "--out", str(out),
+    argv = [sys.executable, "-m", "keras_pvc", "train", "--root", root, "--out", str(out),
             "--distribute", "multi-worker", "--epochs", "1", "--rl-epochs", "1",
             "--rl-samples", "2", "--set", "hidden_dim=8", "--set", "embedding_dim=8",
             "--set", "graph=null", "--set", "batch_size=4", "--set", "caption_length=6",
@@ -464,7 +464,7 @@ def test_jax_two_processes_train_through_keras_distribution_initialize(tmp_path)
     commands = []
     for index in range(2):
         out = tmp_path / f"run{index}"
-        argv = [sys.executable, "-m", "keras_pvc.cli", "train", "--root", root,
+        argv = [sys.executable, "-m", "keras_pvc", "train", "--root", root,
                 "--out", str(out), "--distribute", "data-parallel", "--epochs", "1",
                 "--set", "hidden_dim=8", "--set", "embedding_dim=8", "--set", "graph=null",
                 "--set", "batch_size=4", "--set", "caption_length=6",

@@ -9,7 +9,7 @@ CHECK = """
 import json, os, sys
 before = dict(os.environ)
 import keras_pvc
-import keras_pvc.cli
+import keras_pvc.apps.cli
 after = dict(os.environ)
 print(json.dumps({k: [before.get(k), after.get(k)] for k in set(before) | set(after)
                   if before.get(k) != after.get(k)}))
@@ -27,7 +27,7 @@ def test_import_sets_no_environment_variable():
 
 
 def test_cli_chooses_onednn_unless_set(monkeypatch):
-    from keras_pvc import cli
+    from keras_pvc.apps import cli
 
     monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
     cli._speed_defaults()
@@ -35,3 +35,29 @@ def test_cli_chooses_onednn_unless_set(monkeypatch):
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     cli._speed_defaults()
     assert os.environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_python_dash_m_keras_pvc_is_the_cli():
+    """`python -m keras_pvc` runs the same parser as the `keras-pvc` script,
+    whose entry point in pyproject.toml names `apps.cli.main`."""
+    import importlib
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "pyproject.toml"), "rb") as handle:
+        entry = tomllib.load(handle)["project"]["scripts"]["keras-pvc"]
+    module, function = entry.split(":")
+    from keras_pvc.apps import cli
+
+    assert getattr(importlib.import_module(module), function) is cli.main
+    environment = dict(os.environ, PYTHONPATH=root)
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_pvc", "demo", "--help"],
+        capture_output=True, text=True, env=environment, cwd=root,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: keras-pvc demo")
+    assert "--quick" in result.stdout

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_pvc.cli import main
+from keras_pvc.apps.cli import main
 from keras_pvc.datasets.clip import Clip
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")

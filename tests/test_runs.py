@@ -9,7 +9,7 @@ import numpy as np
 import keras
 import pytest
 
-from keras_pvc.cli import build_parser
+from keras_pvc.apps.cli import build_parser
 from keras_pvc.datasets.msvd import load_msvd
 from keras_pvc.datasets.procedural import generate_procedural_dataset
 from keras_pvc.training.runs import train_run
@@ -33,7 +33,7 @@ def procedural_root(tmp_path_factory):
 def test_cli_help_is_fast_and_lists_commands():
     # --help must not import TensorFlow (the CLI imports lazily).
     code = (
-        "import sys, keras_pvc.cli as c\n"
+        "import sys, keras_pvc.apps.cli as c\n"
         "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print('tensorflow' in sys.modules)"
     )
@@ -164,7 +164,7 @@ def test_caption_command_reports_bad_files_and_captions_the_rest(
     procedural_root, tmp_path, capsys
 ):
     import keras_pvc
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
     from keras_pvc.models import VideoCaptionerPreprocessor
 
     clips = load_msvd(procedural_root)
@@ -202,7 +202,7 @@ def test_caption_command_reports_bad_files_and_captions_the_rest(
 def test_train_command_on_a_procedural_folder_scores_like_the_demo(
     procedural_root, tmp_path, capsys
 ):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
     from keras_pvc.training.runs import relation_clip_ids
 
     out = tmp_path / "run"

@@ -53,7 +53,7 @@ def parse_set_options(pairs, preset):
 
 
 def cmd_demo(args):
-    from keras_pvc.demo import run_demo
+    from keras_pvc.apps.demo import run_demo
 
     overrides = parse_set_options(args.set, "procedural")
     run_demo(
@@ -182,7 +182,7 @@ def cmd_extract(args):
 
 
 def cmd_report(args):
-    from keras_pvc.report import write_report
+    from keras_pvc.apps.report import write_report
 
     path = write_report(args.run_dir, out_path=args.out, num_clips=args.clips)
     print(f"Wrote {path}")

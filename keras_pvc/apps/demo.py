@@ -88,8 +88,8 @@ def run_demo(
     if verbose:
         print_scene_accuracy(summary["scene_accuracy"])
     if visuals:
-        from keras_pvc.report import write_report
-        from keras_pvc.visualize import visualize_run
+        from keras_pvc.apps.report import write_report
+        from keras_pvc.apps.visualize import visualize_run
 
         visualize_run(out, num_clips=visuals)
         report = write_report(out, num_clips=visuals)
