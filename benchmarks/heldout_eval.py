@@ -4,8 +4,8 @@ Generates a held-out set (`keras_pvc.datasets.heldout`: `sprites` or
 `outlines`, MSVD layout, 80/20 train/test, no val), then, as a user would,
 in subprocesses:
 
-    python -m keras_pvc.cli train --dataset msvd --root DATA --out RUN
-    python -m keras_pvc.cli caption DATA/YouTubeClips/<test clips>.avi --model RUN --json
+    python -m keras_pvc train --dataset msvd --root DATA --out RUN
+    python -m keras_pvc caption DATA/YouTubeClips/<test clips>.avi --model RUN --json
 
 and grades the test captions per attribute (`attributes.grade_captions`:
 colour, shape, motion of one-shape clips; mover, relation, other of pairs;
@@ -23,8 +23,8 @@ work folder), e.g. the commit before BatchNorm recalibration:
 that reads cached features (e.g. `regions`: EfficientNet-Lite0 region grids)
 first has them extracted into the work folder, timed apart:
 
-    python -m keras_pvc.cli extract --root DATA --out FEATURES --preset NAME
-    python -m keras_pvc.cli train ... --preset NAME --features FEATURES
+    python -m keras_pvc extract --root DATA --out FEATURES --preset NAME
+    python -m keras_pvc train ... --preset NAME --features FEATURES
 
 and the test clips are still captioned from their videos by `keras-pvc
 caption` (frames through the run's recorded frame CNN); the run's own
@@ -68,12 +68,20 @@ def code_tree(rev, work):
     return target
 
 
+def cli_module(code):
+    """`keras_pvc` (its `__main__`), or `keras_pvc.cli` in a `--code` tree
+    from before the package had tiers (issue 17)."""
+    if os.path.exists(os.path.join(code, "keras_pvc", "__main__.py")):
+        return "keras_pvc"
+    return "keras_pvc.cli"
+
+
 def run_cli(code, arguments, log_path):
     env = dict(os.environ, PYTHONPATH=code, TF_CPP_MIN_LOG_LEVEL="2")
     started = time.time()
     with open(log_path, "w") as log:
         result = subprocess.run(
-            [sys.executable, "-m", "keras_pvc.cli"] + arguments,
+            [sys.executable, "-m", cli_module(code)] + arguments,
             cwd=code, env=env, stdout=subprocess.PIPE, stderr=log, text=True,
         )
     seconds = time.time() - started

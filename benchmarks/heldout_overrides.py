@@ -1,7 +1,7 @@
 """A preset with overrides on a held-out set already made by heldout_eval.py.
 
 `keras-pvc train` takes no knob overrides (yet), so this trains in-process
-(`keras_pvc.runs.train_run`, as `train` does) on the data and features folders
+(`keras_pvc.training.runs.train_run`, as `train` does) on the data and features folders
 `benchmarks/heldout_eval.py --preset NAME` left in its work folder, and grades
 the run's `predictions.json` (the test split captioned from the cached
 features, which matched `keras-pvc caption` on the videos for `regions`).
@@ -39,8 +39,8 @@ def main():
 
     from keras_pvc.datasets.heldout.attributes import format_grades
     from keras_pvc.datasets.heldout.attributes import grade_captions
-    from keras_pvc.runs import load_dataset_clips
-    from keras_pvc.runs import train_run
+    from keras_pvc.training.runs import load_dataset_clips
+    from keras_pvc.training.runs import train_run
 
     data = os.path.join(args.work, f"{args.renderer}_250_40_s{args.seed}")
     features = os.path.join(args.work, f"features_{os.path.basename(data)}_{args.features_preset or args.preset}"

@@ -12,9 +12,9 @@ import keras_hub
 
 import keras_pvc
 from keras_pvc.datasets.msvd import load_msvd
-from keras_pvc.runs import read_clip_arrays
-from keras_pvc.runs import relation_clip_ids
-from keras_pvc.runs import score_captions
+from keras_pvc.training.runs import read_clip_arrays
+from keras_pvc.training.runs import relation_clip_ids
+from keras_pvc.training.runs import score_captions
 
 # === Knobs ===
 RUN_DIR = os.environ.get("RUN_DIR", "runs/demo")

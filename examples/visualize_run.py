@@ -1,6 +1,6 @@
 """Draws what a trained run looks at, and writes its HTML report.
 
-For a run folder written by `keras-pvc demo` (or `keras_pvc.demo.run_demo`):
+For a run folder written by `keras-pvc demo` (or `keras_pvc.apps.demo.run_demo`):
 captions the first test clips, draws for each its frames, caption,
 references, the decoder's attention over frames and the spatial graph's
 region weights (`<run>/visuals/<clip_id>.png`), then writes the
@@ -13,8 +13,8 @@ Make a run first if you have none: `keras-pvc demo --quick --out runs/demo`.
 
 import os
 
-from keras_pvc.report import write_report
-from keras_pvc.visualize import visualize_run
+from keras_pvc.apps.report import write_report
+from keras_pvc.apps.visualize import visualize_run
 
 # === Knobs ===
 RUN_DIR = "runs/demo"  # a run folder with model/, data/, metrics.json

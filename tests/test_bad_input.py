@@ -131,8 +131,8 @@ def escaping_msvd(tmp_path):
 
 def test_msvd_skips_escaping_ids_by_name_and_never_opens_them(escaping_msvd, monkeypatch):
     from keras_pvc.presets import preset_config
-    from keras_pvc.runs import load_dataset_clips
-    from keras_pvc.runs import read_clip_arrays
+    from keras_pvc.training.runs import load_dataset_clips
+    from keras_pvc.training.runs import read_clip_arrays
 
     root, outside = escaping_msvd
     opened = OpenedFiles(monkeypatch)
@@ -156,7 +156,7 @@ def test_extract_and_train_readers_apply_the_same_rule(tmp_path, escaping_msvd):
     """`keras-pvc extract` and the training reader refuse the same ids with
     the same reason, even for clips built by hand."""
     from keras_pvc.datasets.pipeline import read_clip_videos
-    from keras_pvc.extract import extract_features
+    from keras_pvc.training.extract import extract_features
     from keras_pvc.layers import FrameCNN
 
     root, outside = escaping_msvd
@@ -368,7 +368,7 @@ def _json_file(path, value, bom=False):
 
 
 def _run_cli(argv, capsys):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
 
     code = main(argv)
     captured = capsys.readouterr()
@@ -400,7 +400,7 @@ def test_evaluate_errors_are_one_line_naming_the_file(tmp_path, capsys, predicti
 
 
 def test_evaluate_a_missing_path_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
 
     references = _json_file(tmp_path / "refs.json", REFERENCES)
     missing = str(tmp_path / "nowhere.json")
@@ -585,7 +585,7 @@ def test_file_errors_share_one_base_and_carry_the_path(tmp_path):
 
 
 def test_shuffled_numpy_dataset_reshuffles_every_epoch():
-    from keras_pvc.datasets.pipeline import shuffled_numpy_dataset
+    from keras_pvc.models.numpy_inputs import shuffled_numpy_dataset
 
     inputs = {"index": np.arange(16), "caption": [f"word{i}" for i in range(16)]}
     dataset = shuffled_numpy_dataset(inputs, batch_size=4, seed=3)
@@ -603,18 +603,18 @@ def test_shuffled_numpy_dataset_reshuffles_every_epoch():
 def test_fit_on_a_numpy_dict_shuffles_without_a_warning(monkeypatch):
     import keras
 
-    import keras_pvc.datasets.pipeline as pipeline
+    import keras_pvc.models.numpy_inputs as numpy_inputs
     from test_models import CAPTIONS
     from test_models import tiny_model
 
     seen = []
-    real = pipeline.shuffled_numpy_dataset
+    real = numpy_inputs.shuffled_numpy_dataset
 
     def spy(inputs, batch_size=None, seed=None):
         seen.append((sorted(inputs), batch_size))
         return real(inputs, batch_size, seed)
 
-    monkeypatch.setattr(pipeline, "shuffled_numpy_dataset", spy)
+    monkeypatch.setattr(numpy_inputs, "shuffled_numpy_dataset", spy)
     keras.utils.set_random_seed(0)
     model = tiny_model()
     features = np.random.default_rng(0).normal(size=(4, 3, 4, 5)).astype("float32")

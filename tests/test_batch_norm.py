@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_pvc import batch_norm
+from keras_pvc.training import batch_norm
 from keras_pvc.layers import FrameCNN
 
 
@@ -145,7 +145,7 @@ def test_train_run_recalibrates_and_records_both_accuracies(procedural_root, tmp
     import keras_pvc
     from keras_pvc.datasets.msvd import load_msvd
     from keras_pvc.datasets.pipeline import read_clip_videos
-    from keras_pvc.runs import train_run
+    from keras_pvc.training.runs import train_run
 
     clips = load_msvd(procedural_root)
     out = str(tmp_path / "run")

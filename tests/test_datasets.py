@@ -420,7 +420,7 @@ def test_load_youcook2_rejects_other_json(tmp_path):
 
 
 def test_msrvtt_split_file_wins_over_the_json(tmp_path):
-    from keras_pvc.runs import load_dataset_clips
+    from keras_pvc.training.runs import load_dataset_clips
 
     json_path = os.path.join(FIXTURES, "msrvtt", "videodatainfo.json")
     split_file = tmp_path / "split.tsv"
@@ -442,7 +442,7 @@ def test_msrvtt_split_file_wins_over_the_json(tmp_path):
 
 
 def test_youcook2_split_file_by_segment_or_by_video(tmp_path):
-    from keras_pvc.runs import load_dataset_clips
+    from keras_pvc.training.runs import load_dataset_clips
 
     json_path = os.path.join(FIXTURES, "youcook2", "youcookii_annotations.json")
     split_file = tmp_path / "split.tsv"

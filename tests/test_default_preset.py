@@ -13,7 +13,7 @@ from keras_pvc.datasets.msvd import load_msvd
 from keras_pvc.datasets.procedural import generate_procedural_dataset
 from keras_pvc.models import VideoCaptionerPreprocessor
 from keras_pvc.presets import preset_config
-from keras_pvc.runs import default_preset
+from keras_pvc.training.runs import default_preset
 
 # `regions` cut to test size; EfficientNet-Lite0 on 64x64 frames gives a
 # 2x2 grid of 1280 channels.
@@ -56,7 +56,7 @@ def test_train_picks_procedural_only_for_the_embedded_generator(sprites_root, tm
 
 
 def test_train_without_preset_uses_the_default_preset():
-    from keras_pvc.cli import build_parser
+    from keras_pvc.apps.cli import build_parser
 
     args = build_parser().parse_args(["train", "--root", "DIR", "--out", "RUN"])
     assert args.preset is None  # resolved by `default_preset` in cmd_train
@@ -103,8 +103,8 @@ def test_regions_preset_round_trips(tmp_path):
 def test_caption_command_on_a_features_run_matches_the_cached_features(
     sprites_root, tmp_path
 ):
-    from keras_pvc.cli import main
-    from keras_pvc.runs import prepare_features
+    from keras_pvc.apps.cli import main
+    from keras_pvc.training.runs import prepare_features
 
     clips = load_msvd(sprites_root)
     config = preset_config("regions", **TINY_REGIONS)
@@ -141,8 +141,8 @@ def test_caption_command_on_a_features_run_matches_the_cached_features(
 
 @pytest.mark.slow
 def test_train_extracts_features_into_the_run_and_reuses_them(sprites_root, tmp_path):
-    from keras_pvc.cli import main
-    from keras_pvc.extract import read_manifest
+    from keras_pvc.apps.cli import main
+    from keras_pvc.training.extract import read_manifest
 
     run = tmp_path / "run"
     # No training: the point is the preset chosen and the feature cache.

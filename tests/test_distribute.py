@@ -16,9 +16,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from keras_pvc.distribute import Distribution
-from keras_pvc.distribute import _tensorflow_worker_index
-from keras_pvc.distribute import setup_distribution
+from keras_pvc.training.distribute import Distribution
+from keras_pvc.training.distribute import _tensorflow_worker_index
+from keras_pvc.training.distribute import setup_distribution
 from layer_testing import BACKEND
 from layer_testing import slow_on_jax
 from layer_testing import tensorflow_only
@@ -86,7 +86,7 @@ def test_a_strategy_the_backend_lacks_names_the_backend_and_the_alternatives():
 
 
 def test_cli_refuses_a_strategy_of_another_backend(tmp_path, capsys):
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
 
     other = "multi-worker" if BACKEND == "jax" else "data-parallel"
     code = main(["train", "--root", str(tmp_path), "--out", str(tmp_path / "run"),
@@ -139,7 +139,7 @@ def test_replica_shares_of_the_loss_add_up_to_the_global_word_mean():
     import keras
     from keras import ops
 
-    from keras_pvc.distribute import with_global_word_count
+    from keras_pvc.training.distribute import with_global_word_count
     from keras_pvc.models.video_captioner_preprocessor import GLOBAL_WORDS
     from test_models import CAPTIONS, tiny_model
     import tensorflow as tf
@@ -191,7 +191,7 @@ def test_replica_shares_of_the_loss_add_up_to_the_global_word_mean():
 STEP_SCRIPT = """
 import sys
 mode, phase, out = sys.argv[1:4]
-from keras_pvc.distribute import Distribution, setup_distribution
+from keras_pvc.training.distribute import Distribution, setup_distribution
 distribution = setup_distribution("multi-worker") if mode == "worker" else Distribution()
 import keras, numpy as np
 from keras import ops
@@ -277,7 +277,7 @@ def test_keras_pvc_train_on_two_workers_with_self_critical(tmp_path):
     generate_procedural_dataset(root, num_clips=12, num_frames=4, seed=3)
     out = tmp_path / "run"
     ports = free_ports(2)
-    argv = [sys.executable, "-m", "keras_pvc.cli", "train", "--root", root, "--out", str(out),
+    argv = [sys.executable, "-m", "keras_pvc", "train", "--root", root, "--out", str(out),
             "--distribute", "multi-worker", "--epochs", "1", "--rl-epochs", "1",
             "--rl-samples", "2", "--set", "hidden_dim=8", "--set", "embedding_dim=8",
             "--set", "graph=null", "--set", "batch_size=4", "--set", "caption_length=6",
@@ -310,13 +310,13 @@ def test_keras_pvc_train_on_two_workers_with_self_critical(tmp_path):
 # peer); with "resume" they go on from the chief's backup.
 RESUME_SCRIPT = """
 import os, signal, sys
-from keras_pvc.distribute import setup_distribution
+from keras_pvc.training.distribute import setup_distribution
 distribution = setup_distribution("multi-worker")
 import keras
 import tensorflow as tf
 tf.config.experimental.enable_op_determinism()
 from keras_pvc.datasets.msvd import load_msvd
-from keras_pvc.runs import train_run
+from keras_pvc.training.runs import train_run
 
 root, out, kill_epoch, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "resume"
 
@@ -392,7 +392,7 @@ DATA_PARALLEL_SCRIPT = """
 import json
 import keras, numpy as np
 from keras import ops
-from keras_pvc.distribute import setup_distribution
+from keras_pvc.training.distribute import setup_distribution
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
 from test_models import CAPTIONS, tiny_model
@@ -464,7 +464,7 @@ def test_jax_two_processes_train_through_keras_distribution_initialize(tmp_path)
     commands = []
     for index in range(2):
         out = tmp_path / f"run{index}"
-        argv = [sys.executable, "-m", "keras_pvc.cli", "train", "--root", root,
+        argv = [sys.executable, "-m", "keras_pvc", "train", "--root", root,
                 "--out", str(out), "--distribute", "data-parallel", "--epochs", "1",
                 "--set", "hidden_dim=8", "--set", "embedding_dim=8", "--set", "graph=null",
                 "--set", "batch_size=4", "--set", "caption_length=6",

@@ -1,4 +1,4 @@
-"""Tests for feature extraction (`keras_pvc.extract`) and the cached-features pipeline."""
+"""Tests for feature extraction (`keras_pvc.training.extract`) and the cached-features pipeline."""
 
 import csv
 import json
@@ -19,9 +19,9 @@ from keras_pvc.datasets.features import load_feature_arrays
 from keras_pvc.datasets.msvd import CORPUS_HEADER
 from keras_pvc.datasets.msvd import load_msvd
 from keras_pvc.datasets.msvd import read_video_corpus
-from keras_pvc.extract import extract_features
-from keras_pvc.extract import features_path
-from keras_pvc.extract import mask_path
+from keras_pvc.training.extract import extract_features
+from keras_pvc.training.extract import features_path
+from keras_pvc.training.extract import mask_path
 from keras_pvc.layers import CaptionDecoder
 from keras_pvc.layers import FrameCNN
 from keras_pvc.layers import SpatialGraphConv
@@ -304,7 +304,7 @@ KILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     import keras
     from keras_pvc.datasets.msvd import load_msvd
-    from keras_pvc.extract import extract_features
+    from keras_pvc.training.extract import extract_features
     from keras_pvc.layers import FrameCNN
 
     keras.utils.set_random_seed(0)

@@ -392,8 +392,8 @@ def test_evaluate_files_and_table(tmp_path, corpus):
 def test_nltk_meteor_is_labelled_apart_from_meteor_1_5(tmp_path, monkeypatch, backend):
     """nltk's METEOR is another metric: its name says so in every table and
     JSON (issue 21); METEOR 1.5 keeps the plain name."""
-    from keras_pvc.runs import format_scores
-    from keras_pvc.runs import score_captions
+    from keras_pvc.training.runs import format_scores
+    from keras_pvc.training.runs import score_captions
 
     if backend == "nltk-wordnet" and not meteor_module.prepare_wordnet(
         str(tmp_path / "nltk_data")

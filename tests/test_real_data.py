@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_pvc.cli import main
+from keras_pvc.apps.cli import main
 from keras_pvc.datasets.clip import Clip
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -256,7 +256,7 @@ def test_streamed_features_caption_as_the_in_memory_arrays(tmp_path):
     from keras_pvc.datasets.features import load_feature_arrays
     from keras_pvc.datasets.youcook2 import load_youcook2
     from keras_pvc.models import VideoCaptionerPreprocessor
-    from keras_pvc.runs import caption_split
+    from keras_pvc.training.runs import caption_split
 
     clips = load_youcook2(YOUCOOK2)
     features = write_features(clips, str(tmp_path / "features"))

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
 
     tf.config.experimental.enable_op_determinism()
     from keras_pvc.datasets.msvd import load_msvd
-    from keras_pvc.runs import train_run
+    from keras_pvc.training.runs import train_run
 
     root, out, kill_epoch, resume = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
     tear_epoch = int(sys.argv[5]) if len(sys.argv) > 5 else -1

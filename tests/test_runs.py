@@ -9,10 +9,10 @@ import numpy as np
 import keras
 import pytest
 
-from keras_pvc.cli import build_parser
+from keras_pvc.apps.cli import build_parser
 from keras_pvc.datasets.msvd import load_msvd
 from keras_pvc.datasets.procedural import generate_procedural_dataset
-from keras_pvc.runs import train_run
+from keras_pvc.training.runs import train_run
 
 TINY = {
     "hidden_dim": 16,
@@ -33,7 +33,7 @@ def procedural_root(tmp_path_factory):
 def test_cli_help_is_fast_and_lists_commands():
     # --help must not import TensorFlow (the CLI imports lazily).
     code = (
-        "import sys, keras_pvc.cli as c\n"
+        "import sys, keras_pvc.apps.cli as c\n"
         "try:\n    c.main(['--help'])\nexcept SystemExit:\n    pass\n"
         "print('tensorflow' in sys.modules)"
     )
@@ -121,7 +121,7 @@ def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
 
     # The demo's check of captions against the scenes they describe.
     from keras_pvc.datasets.procedural import scene_accuracy
-    from keras_pvc.runs import score_scenes
+    from keras_pvc.training.runs import score_scenes
 
     result = score_scenes(out, procedural_root)
     with open(os.path.join(procedural_root, "metadata.json")) as handle:
@@ -134,7 +134,7 @@ def test_train_run_writes_a_complete_run_folder(procedural_root, tmp_path):
 
 @pytest.mark.slow
 def test_train_run_on_extracted_features(procedural_root, tmp_path):
-    from keras_pvc.extract import extract_features
+    from keras_pvc.training.extract import extract_features
     from keras_pvc.layers import FrameCNN
 
     clips = load_msvd(procedural_root)
@@ -164,7 +164,7 @@ def test_caption_command_reports_bad_files_and_captions_the_rest(
     procedural_root, tmp_path, capsys
 ):
     import keras_pvc
-    from keras_pvc.cli import main
+    from keras_pvc.apps.cli import main
     from keras_pvc.models import VideoCaptionerPreprocessor
 
     clips = load_msvd(procedural_root)
@@ -202,8 +202,8 @@ def test_caption_command_reports_bad_files_and_captions_the_rest(
 def test_train_command_on_a_procedural_folder_scores_like_the_demo(
     procedural_root, tmp_path, capsys
 ):
-    from keras_pvc.cli import main
-    from keras_pvc.runs import relation_clip_ids
+    from keras_pvc.apps.cli import main
+    from keras_pvc.training.runs import relation_clip_ids
 
     out = tmp_path / "run"
     # No training: the point is what the command reports, not the model.
@@ -221,7 +221,7 @@ def test_train_command_on_a_procedural_folder_scores_like_the_demo(
 
 
 def test_relation_clip_ids_only_reads_procedural_metadata(procedural_root, tmp_path):
-    from keras_pvc.runs import relation_clip_ids
+    from keras_pvc.training.runs import relation_clip_ids
 
     with open(os.path.join(procedural_root, "metadata.json")) as handle:
         scenes = json.load(handle)["scenes"]

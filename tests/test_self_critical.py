@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from keras_pvc.callbacks import NonFiniteGuard
+from keras_pvc.training.callbacks import NonFiniteGuard
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays
 from keras_pvc.datasets.pipeline import caption_dataset
@@ -538,7 +538,7 @@ from layer_testing import slow_on_jax
 from layer_testing import tensorflow_only
 from keras_pvc.datasets.clip import Clip
 from keras_pvc.datasets.pipeline import ClipArrays, caption_dataset, reference_ids
-from keras_pvc.distribute import with_global_word_count
+from keras_pvc.training.distribute import with_global_word_count
 
 # Plain sampling under two replicas, through `fit`: it runs and logs
 # finite values.

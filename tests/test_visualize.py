@@ -15,15 +15,15 @@ from keras_pvc.layers import SpatialGraphConv
 from keras_pvc.models import VideoCaptionerPreprocessor
 from keras_pvc.presets import build_video_captioner
 from keras_pvc.presets import preset_config
-from keras_pvc.report import HEADER_COLOR
-from keras_pvc.report import write_report
+from keras_pvc.apps.report import HEADER_COLOR
+from keras_pvc.apps.report import write_report
 from keras_pvc.video import read_frames
-from keras_pvc.visualize import DPI
-from keras_pvc.visualize import FIGURE_WIDTH
-from keras_pvc.visualize import explain_clip
-from keras_pvc.visualize import graph_region_weights
-from keras_pvc.visualize import plot_clip
-from keras_pvc.visualize import visualize_run
+from keras_pvc.apps.visualize import DPI
+from keras_pvc.apps.visualize import FIGURE_WIDTH
+from keras_pvc.apps.visualize import explain_clip
+from keras_pvc.apps.visualize import graph_region_weights
+from keras_pvc.apps.visualize import plot_clip
+from keras_pvc.apps.visualize import visualize_run
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 METRICS = {

@@ -3,7 +3,7 @@
 
 `<clip_id>.npy` (features), `<clip_id>.mask.npy` (frame mask) and
 `extract_report.json` (clips whose video could not be read); the writer is
-`keras_pvc.extract`, which imports this module (data is a lower tier than
+`keras_pvc.training.extract`, which imports this module (data is a lower tier than
 the apps and training around it, so the reader never imports the writer).
 """
 

@@ -1,7 +1,7 @@
 """Training and evaluation inputs from features cached on disk.
 
 A features folder holds `<clip_id>.npy` (`(T, N, C)` regions or `(T, C)`
-pooled, any float dtype) and, when `keras_pvc.extract.extract_features` made
+pooled, any float dtype) and, when `keras_pvc.training.extract.extract_features` made
 it, `<clip_id>.mask.npy` (bool `(T,)`); a clip without a mask file (the seed
 project's features) has every frame real.
 

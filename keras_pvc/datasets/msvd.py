@@ -48,7 +48,7 @@ CORPUS_HEADER = (
 CORPUS_FIELDS = ("VideoID", "Start", "End", "Language", "Description")
 # Tried in this order when looking for a clip's video file.
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv")
-# Files a features folder holds per clip (`keras_pvc.extract`).
+# Files a features folder holds per clip (`keras_pvc.training.extract`).
 FEATURE_SUFFIXES = (".npy", ".mask.npy")
 
 

@@ -224,14 +224,14 @@ class VideoCaptioner(keras_hub.models.Task):
     else:
 
         def train_step(self, data):
-            from keras_pvc.distribute import multi_worker_logs
+            from keras_pvc.models.multi_worker import multi_worker_logs
 
             if self.self_critical is not None:
                 return multi_worker_logs(self.self_critical.train_step(data))
             return multi_worker_logs(super().train_step(self._model_inputs(data)))
 
         def test_step(self, data):
-            from keras_pvc.distribute import multi_worker_logs
+            from keras_pvc.models.multi_worker import multi_worker_logs
 
             logs = super().test_step(self._model_inputs(data))
             return multi_worker_logs(self._validation_logs(logs))
@@ -244,9 +244,9 @@ class VideoCaptioner(keras_hub.models.Task):
         def _maybe_symbolic_build(self, iterator=None, data_batch=None):
             # Keras 3.15 fails here on dict inputs under
             # MultiWorkerMirroredStrategy (keras-team/keras issue 20329):
-            # see `keras_pvc.distribute.symbolic_build_batch`.
+            # see `keras_pvc.models.multi_worker.symbolic_build_batch`.
             if iterator is not None and self._distribute_strategy is not None:
-                from keras_pvc.distribute import symbolic_build_batch
+                from keras_pvc.models.multi_worker import symbolic_build_batch
 
                 data_batch = symbolic_build_batch(self.distribute_strategy, iterator)
                 iterator = None
@@ -256,7 +256,7 @@ class VideoCaptioner(keras_hub.models.Task):
         """Keras' loss; under a strategy, the global batch's mean over words.
 
         When the batch carries `global_words` (added by
-        `keras_pvc.distribute.Distribution.prepare_dataset` on TensorFlow)
+        `keras_pvc.training.distribute.Distribution.prepare_dataset` on TensorFlow)
         and the model was compiled with the "auto" loss, this replica's
         summed word cross-entropy is divided by the global batch's word
         count: the replicas' summed gradients are then one device's update
@@ -311,7 +311,7 @@ class VideoCaptioner(keras_hub.models.Task):
             and not kwargs.get("validation_split")
         ):
             # keras-hub would batch a dict of arrays unshuffled (issue 16).
-            from keras_pvc.datasets.pipeline import shuffled_numpy_dataset
+            from keras_pvc.models.numpy_inputs import shuffled_numpy_dataset
 
             x = shuffled_numpy_dataset(x, kwargs.pop("batch_size", None))
             args, kwargs["x"], kwargs["shuffle"] = (), x, False

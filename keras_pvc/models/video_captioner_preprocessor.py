@@ -10,7 +10,7 @@ SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 # A preprocessed batch's inputs may carry this under a distribution
 # strategy: the number of real caption words (summed sample weights) in the
-# global batch, on every row (`keras_pvc.distribute.with_global_word_count`).
+# global batch, on every row (`keras_pvc.training.distribute.with_global_word_count`).
 # `VideoCaptioner.compute_loss` divides by it.
 GLOBAL_WORDS = "global_words"
 

@@ -231,7 +231,7 @@ def warn_if_inference_differs(gap, threshold=GAP_WARNING_THRESHOLD):
         f"training mode {gap['training']:.0%}: its normalisation statistics "
         "(or another train/inference difference) do not match the data. "
         "Captions will be worse than training suggests; "
-        "`keras_pvc.batch_norm.recalibrate_batch_norm` re-estimates "
+        "`keras_pvc.training.batch_norm.recalibrate_batch_norm` re-estimates "
         "BatchNorm statistics.",
         stacklevel=2,
     )

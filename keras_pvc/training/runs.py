@@ -1,7 +1,7 @@
 """A training run end to end: data -> vocabulary -> XE (-> RL) -> scores.
 
 `keras-pvc train` and `keras-pvc demo` both call `train_run`. What it writes
-is described in `keras_pvc.training` (the run folder).
+is described in `keras_pvc.training.callbacks` (the run folder).
 """
 
 import os
@@ -9,7 +9,7 @@ import time
 
 import keras
 
-from keras_pvc.training import write_json
+from keras_pvc.training.callbacks import write_json
 
 DATASETS = ("msvd", "msrvtt", "youcook2")
 # Self-critical epochs train at the preset's learning rate times this: policy
@@ -57,7 +57,7 @@ def read_clip_arrays(clips, config, features_dir=None, verbose=1):
 
 def check_features(features_dir, config):
     """Checks cached features against a preset: shape and frame count."""
-    from keras_pvc.extract import read_manifest
+    from keras_pvc.training.extract import read_manifest
 
     if features_dir is None:
         raise ValueError(
@@ -117,7 +117,7 @@ def _is_procedural(root):
 def prepare_features(clips, config, features_dir, always=True, verbose=1):
     """Extracts a features preset's features of `clips` into `features_dir`.
 
-    Runs `keras_pvc.extract.extract_features` with the preset's frame CNN,
+    Runs `keras_pvc.training.extract.extract_features` with the preset's frame CNN,
     frame count and frame size: clips already there are skipped, so an
     interrupted `train` resumes its extraction and the next run reuses it.
     With `always=False` a folder whose manifest says it is complete is left
@@ -126,8 +126,8 @@ def prepare_features(clips, config, features_dir, always=True, verbose=1):
     Returns:
         The `ExtractionReport`, or None when nothing was run.
     """
-    from keras_pvc.extract import extract_features
-    from keras_pvc.extract import read_manifest
+    from keras_pvc.training.extract import extract_features
+    from keras_pvc.training.extract import read_manifest
     from keras_pvc.layers import FrameCNN
 
     if config["input_kind"] != "features" or not config.get("frame_cnn"):
@@ -193,7 +193,7 @@ def score_scenes(out, data_root):
     import json
 
     from keras_pvc.datasets.procedural import scene_accuracy
-    from keras_pvc.training import write_json
+    from keras_pvc.training.callbacks import write_json
 
     with open(os.path.join(data_root, "metadata.json"), encoding="utf-8") as handle:
         scenes = json.load(handle)["scenes"]
@@ -386,10 +386,10 @@ def train_run(
         verbose: int.
         recalibrate_batch_norm: bool. After cross-entropy, set the frame
             CNN's BatchNorm statistics to the training frames' exact ones
-            (`keras_pvc.batch_norm`); False only measures the train/inference
+            (`keras_pvc.training.batch_norm`); False only measures the train/inference
             gap (and warns). Recorded in `metrics.json` as `batch_norm`.
         distribute: None, `"mirrored"`, `"multi-worker"` (TensorFlow),
-            `"data-parallel"` (JAX), or a `keras_pvc.distribute.Distribution`
+            `"data-parallel"` (JAX), or a `keras_pvc.training.distribute.Distribution`
             made earlier (multi-worker must start before any tensor). The
             preset's batch size is the global batch; with several workers
             only the chief writes `out`. Recorded in `metrics.json` as
@@ -458,8 +458,8 @@ def _start_run(distribute, seed, out, resume):
     """`(distribution, folder to write)`: sets the distribution up (once)
     and the seed; workers other than the chief write to a temporary folder
     (removed at the end)."""
-    from keras_pvc.distribute import Distribution
-    from keras_pvc.distribute import setup_distribution
+    from keras_pvc.training.distribute import Distribution
+    from keras_pvc.training.distribute import setup_distribution
 
     if not isinstance(distribute, Distribution):
         distribute = setup_distribution(distribute)
@@ -486,7 +486,7 @@ def _say_plan(say, preset, model, config, splits, xe_epochs, rl_epochs, distribu
 def _learning_rate_schedule(config, epochs):
     """The callbacks of the preset's `lr_schedule` over `epochs` (none for None)."""
     if config.get("lr_schedule") == "cosine":
-        from keras_pvc.training import cosine_learning_rate
+        from keras_pvc.training.callbacks import cosine_learning_rate
 
         return [cosine_learning_rate(config["learning_rate"], epochs)]
     if config.get("lr_schedule"):
@@ -592,18 +592,18 @@ def _cross_entropy_phase(
     epoch_counter, out, resume, callbacks, verbose,
 ):
     """`model.fit` for the cross-entropy epochs, then (frames presets) the
-    BatchNorm recalibration on the `train` arrays (`keras_pvc.batch_norm`).
+    BatchNorm recalibration on the `train` arrays (`keras_pvc.training.batch_norm`).
 
     Returns:
         `(best, batch_norm record)`: the `BestWeights` callback (its weights
         restored; None without `restore_best_weights` or val clips) and
         `recalibrate_after_training`'s record (None for features presets).
     """
-    from keras_pvc.training import training_callbacks
+    from keras_pvc.training.callbacks import training_callbacks
 
     best = None
     if val_ds is not None and config.get("restore_best_weights"):
-        from keras_pvc.training import BestWeights
+        from keras_pvc.training.callbacks import BestWeights
 
         best_path = os.path.join(out, "best.weights.h5")
         if not resume and os.path.exists(best_path):
@@ -632,7 +632,7 @@ def _cross_entropy_phase(
     if config["input_kind"] != "frames":
         return best, None
     # Short runs leave running statistics wrong (issue 15); see the module.
-    from keras_pvc.batch_norm import recalibrate_after_training
+    from keras_pvc.training.batch_norm import recalibrate_after_training
 
     return best, recalibrate_after_training(
         model, train, config["batch_size"], recalibrate_batch_norm, say
@@ -647,8 +647,8 @@ def _self_critical_phase(
     self-critical epochs (`epochs`: `(XE epochs, RL epochs)`) and plots the
     rewards. Returns the cross-entropy model's scores (`"all"`)."""
     from keras_pvc.datasets.pipeline import reference_ids
-    from keras_pvc.training import plot_history
-    from keras_pvc.training import training_callbacks
+    from keras_pvc.training.callbacks import plot_history
+    from keras_pvc.training.callbacks import training_callbacks
 
     xe_epochs, rl_epochs = epochs
     xe_predictions = caption_split(model, scored, batch_size=config["batch_size"])

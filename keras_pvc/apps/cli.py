@@ -53,7 +53,7 @@ def parse_set_options(pairs, preset):
 
 
 def cmd_demo(args):
-    from keras_pvc.demo import run_demo
+    from keras_pvc.apps.demo import run_demo
 
     overrides = parse_set_options(args.set, "procedural")
     run_demo(
@@ -74,15 +74,15 @@ def cmd_demo(args):
 
 
 def cmd_train(args):
-    from keras_pvc.runs import load_dataset_clips
-    from keras_pvc.runs import relation_clip_ids
-    from keras_pvc.runs import train_run
+    from keras_pvc.training.runs import load_dataset_clips
+    from keras_pvc.training.runs import relation_clip_ids
+    from keras_pvc.training.runs import train_run
 
     from keras_pvc.presets import preset_config
-    from keras_pvc.runs import default_preset
-    from keras_pvc.runs import prepare_features
+    from keras_pvc.training.runs import default_preset
+    from keras_pvc.training.runs import prepare_features
 
-    from keras_pvc.distribute import setup_distribution
+    from keras_pvc.training.distribute import setup_distribution
 
     # First: a multi-worker strategy must start before any TensorFlow tensor.
     distribute = setup_distribution(args.distribute)
@@ -140,18 +140,18 @@ def cmd_train(args):
         distribute=distribute,
     )
     if relations and distribute.is_chief:  # other workers' folders are gone
-        from keras_pvc.runs import print_scene_accuracy
-        from keras_pvc.runs import score_scenes
+        from keras_pvc.training.runs import print_scene_accuracy
+        from keras_pvc.training.runs import score_scenes
 
         print_scene_accuracy(score_scenes(args.out, args.root))
     return 0
 
 
 def cmd_extract(args):
-    from keras_pvc.extract import extract_features
+    from keras_pvc.training.extract import extract_features
     from keras_pvc.layers import FrameCNN
     from keras_pvc.presets import preset_config
-    from keras_pvc.runs import load_dataset_clips
+    from keras_pvc.training.runs import load_dataset_clips
 
     config = preset_config(args.preset)
     if not config.get("frame_cnn"):
@@ -182,7 +182,7 @@ def cmd_extract(args):
 
 
 def cmd_report(args):
-    from keras_pvc.report import write_report
+    from keras_pvc.apps.report import write_report
 
     path = write_report(args.run_dir, out_path=args.out, num_clips=args.clips)
     print(f"Wrote {path}")

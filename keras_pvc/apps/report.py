@@ -5,13 +5,13 @@ layout: `metrics.json`, `history.csv`, `loss_imgs/`, `model/`, `data/`) into
 `run_dir/report.html`: the metrics (x100, as papers print them), the loss
 curves, the reward curve of self-critical training, and a grid of test clips
 with their frames, generated caption and references (the PNGs of
-`keras_pvc.visualize.visualize_run`, drawn if missing). Every image is
+`keras_pvc.apps.visualize.visualize_run`, drawn if missing). Every image is
 embedded as a base64 data URI and there is no external CSS or JavaScript, so
 the page opens offline, mailed or copied alone.
 
 Example:
 ```python
-from keras_pvc.report import write_report
+from keras_pvc.apps.report import write_report
 write_report("runs/demo")  # -> "runs/demo/report.html"
 ```
 """
@@ -230,7 +230,7 @@ def _clips_section(run_dir, num_clips, visuals_dir):
     if not index or len(index) < num_clips:
         reason = _drawable(run_dir)
         if reason is None:
-            from keras_pvc.visualize import visualize_run
+            from keras_pvc.apps.visualize import visualize_run
 
             index = visualize_run(run_dir, num_clips=num_clips, out_dir=visuals_dir)
         elif not index:
@@ -269,7 +269,7 @@ def write_report(run_dir, out_path=None, num_clips=8):
     Returns:
         str, the path of the report.
     """
-    from keras_pvc.training import read_history
+    from keras_pvc.training.callbacks import read_history
 
     run_dir = os.fspath(run_dir)
     out_path = os.fspath(out_path) if out_path else os.path.join(run_dir, "report.html")

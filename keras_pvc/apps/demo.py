@@ -9,8 +9,8 @@ self-critical REINFORCE, captions the held-out clips and scores them.
 
 import os
 
-from keras_pvc.runs import print_scene_accuracy
-from keras_pvc.runs import score_scenes
+from keras_pvc.training.runs import print_scene_accuracy
+from keras_pvc.training.runs import score_scenes
 
 # The demo's knobs; `--quick` swaps in the second set. Epochs None: the
 # `procedural` preset's (frames, too, are always the preset's).
@@ -58,8 +58,8 @@ def run_demo(
     """
     from keras_pvc.datasets.msvd import load_msvd
     from keras_pvc.datasets.procedural import generate_procedural_dataset
-    from keras_pvc.runs import relation_clip_ids
-    from keras_pvc.runs import train_run
+    from keras_pvc.training.runs import relation_clip_ids
+    from keras_pvc.training.runs import train_run
 
     knobs = dict(QUICK if quick else FULL)
     for key, value in (("epochs", epochs), ("rl_epochs", rl_epochs), ("num_clips", num_clips)):
@@ -88,8 +88,8 @@ def run_demo(
     if verbose:
         print_scene_accuracy(summary["scene_accuracy"])
     if visuals:
-        from keras_pvc.report import write_report
-        from keras_pvc.visualize import visualize_run
+        from keras_pvc.apps.report import write_report
+        from keras_pvc.apps.visualize import visualize_run
 
         visualize_run(out, num_clips=visuals)
         report = write_report(out, num_clips=visuals)
