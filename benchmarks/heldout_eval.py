@@ -1,7 +1,7 @@
 """The default `keras-pvc train` on a folder nobody here tuned on (issue 15).
 
-Generates a held-out set (`keras_pvc.datasets.heldout`: `sprites` or
-`outlines`, MSVD layout, 80/20 train/test, no val), then, as a user would,
+Generates a held-out set (`keras_pvc.datasets.heldout`: `sprites`,
+`outlines` or `stage`, MSVD layout, 80/20 train/test, no val), then, as a user would,
 in subprocesses:
 
     python -m keras_pvc train --dataset msvd --root DATA --out RUN
@@ -41,16 +41,22 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+# `stage` was written after `regions` was chosen on the other two (issue 15).
+RENDERERS = ("sprites", "outlines", "stage")
 
 
 def generate(renderer, root, num_clips, num_frames, seed):
     from keras_pvc.datasets.heldout import outlines
     from keras_pvc.datasets.heldout import sprites
+    from keras_pvc.datasets.heldout import stage
 
     if renderer == "sprites":
         return sprites.generate_sprites_dataset(root, num_clips, num_frames, seed=seed)
     if num_frames is not None and num_frames != 40:
-        print("outlines clips are 24-48 frames long; --num-frames is ignored")
+        lengths = "24-48" if renderer == "outlines" else "30-50"
+        print(f"{renderer} clips are {lengths} frames long; --num-frames is ignored")
+    if renderer == "stage":
+        return stage.generate_stage_dataset(root, num_clips, seed=seed)
     return outlines.generate_outlines_dataset(root, num_clips, seed=seed)
 
 
@@ -123,7 +129,7 @@ def caption(code, data, run, clip_ids, name):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--renderer", choices=("sprites", "outlines"), default="sprites")
+    parser.add_argument("--renderer", choices=RENDERERS, default="sprites")
     parser.add_argument("--num-clips", type=int, default=250)
     parser.add_argument("--num-frames", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0, help="data seed and --seed of train")

@@ -24,7 +24,7 @@ sys.path.insert(0, REPO)
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--renderer", choices=("sprites", "outlines"), default="sprites")
+    parser.add_argument("--renderer", choices=("sprites", "outlines", "stage"), default="sprites")
     parser.add_argument("--preset", default="regions")
     parser.add_argument("--overrides", default="{}", help="JSON object of preset knobs")
     parser.add_argument("--name", default="variant", help="run folder suffix")

@@ -1,6 +1,6 @@
 """Reading captions back into attributes, and grading them per attribute.
 
-The held-out renderers (`sprites`, `outlines`) describe every clip with one
+The held-out renderers (`sprites`, `outlines`, `stage`) describe every clip with one
 of two kinds of scene, stored in their `metadata.json`:
 
 - `{"type": "single", "mover": {"color", "shape"}, "motion"}`: one named
@@ -35,11 +35,14 @@ SHAPE_WORDS = {
     "disk": "circle",
     "ring": "circle",
     "dot": "circle",
+    "sphere": "circle",
     "square": "square",
     "box": "square",
     "block": "square",
+    "cube": "square",
     "triangle": "triangle",
     "wedge": "triangle",
+    "pyramid": "triangle",
 }
 SHAPES = ("circle", "square", "triangle")
 # Words that state a one-object motion.
@@ -55,12 +58,16 @@ MOTION_WORDS = {
     "upwards": "up",
     "rises": "up",
     "climbs": "up",
+    "ascends": "up",
+    "ascending": "up",
     "down": "down",
     "downward": "down",
     "downwards": "down",
     "falls": "down",
     "sinks": "down",
     "drops": "down",
+    "descends": "down",
+    "descending": "down",
     "grows": "grow",
     "grow": "grow",
     "growing": "grow",
@@ -70,6 +77,8 @@ MOTION_WORDS = {
     "expanding": "grow",
     "swells": "grow",
     "inflates": "grow",
+    "enlarges": "grow",
+    "balloons": "grow",
     "shrinks": "shrink",
     "shrink": "shrink",
     "shrinking": "shrink",
@@ -77,6 +86,8 @@ MOTION_WORDS = {
     "contracts": "shrink",
     "contracting": "shrink",
     "deflates": "shrink",
+    "dwindles": "shrink",
+    "diminishes": "shrink",
 }
 MOTIONS = ("left", "right", "up", "down", "grow", "shrink")
 # Words that state the relation of a mover to another shape.
@@ -88,6 +99,7 @@ RELATION_WORDS = {
     "closer": "toward",
     "nears": "toward",
     "nearer": "toward",
+    "converges": "toward",
     "away": "away",
     "apart": "away",
     "farther": "away",
@@ -95,6 +107,7 @@ RELATION_WORDS = {
     "retreats": "away",
     "recedes": "away",
     "leaves": "away",
+    "withdraws": "away",
 }
 RELATIONS = ("toward", "away")
 # How many words may sit between a colour and its shape ("red hollow box").
