@@ -118,3 +118,47 @@ def test_preset_knob_wraps_the_graph():
     graph = build_video_captioner(config).backbone.spatial_graph
     assert isinstance(graph, TemporalCentering) and graph.static == "pooled"
     assert isinstance(graph.graph, SpatialGraphConv)
+
+
+def test_salient_static_part_pools_the_scored_regions_by_hand():
+    # Two real frames, 3 regions, 2 channels. A scorer that gives region 2 a
+    # score 20 above the others puts (almost) all the weight on it: the
+    # static part is region 2's clip mean, not the mean over regions.
+    nodes = np.zeros((1, 3, 3, 2), "float32")
+    nodes[0, 0] = [[1.0, 0.0], [0.0, 1.0], [4.0, 2.0]]
+    nodes[0, 1] = [[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]]
+
+    def scores(clip_mean):  # (1, 1, 3, 2) -> (1, 1, 3, 1): channel 0 x 10
+        return clip_mean[..., :1] * 10.0
+
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="salient", region_scores=scores))
+    # Clip means: (1, 0), (0, 2), (3, 2); scores 10, 0, 30 -> softmax ~ (0, 0, 1).
+    weights = np.exp([10.0, 0.0, 30.0]) / np.exp([10.0, 0.0, 30.0]).sum()
+    expected = weights @ np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 2.0]])
+    np.testing.assert_allclose(out[0, :2, :, 2:], np.broadcast_to(expected, (2, 3, 2)), atol=1e-5)
+    np.testing.assert_array_equal(out[0, 2], 0.0)  # the padding frame
+    # The centred half is the same as without a static part.
+    np.testing.assert_allclose(
+        out[..., :2], ops.convert_to_numpy(temporal_centering(nodes)), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="region_scores"):
+        temporal_centering(nodes, static="salient")
+
+
+def test_salient_temporal_centering_layer_learns_its_scores():
+    graph = SpatialGraphConv(8, num_layers=1, pooling="attention")
+    nodes = np.random.default_rng(3).normal(size=(2, 3, 16, 5)).astype("float32")
+    run_layer_test(
+        TemporalCentering,
+        {"graph": keras.layers.serialize(graph), "static": "salient"},
+        [nodes],
+        (2, 3, 8),
+    )
+    layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention"),
+                              static="salient")
+    layer(nodes)
+    assert layer.salience.kernel.shape == (5, 1)
+    from layer_testing import gradients
+
+    grads = gradients(lambda x: ops.sum(ops.sin(layer(x))), [layer.salience.kernel], [nodes])
+    assert np.abs(grads[0]).max() > 0

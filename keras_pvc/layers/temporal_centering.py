@@ -1,10 +1,10 @@
 import keras
 from keras import ops
 
-STATIC_MODES = (None, "pooled")
+STATIC_MODES = (None, "pooled", "salient")
 
 
-def temporal_centering(nodes, static=None, center=True):
+def temporal_centering(nodes, static=None, center=True, region_scores=None):
     """Each region's features minus that region's mean over the clip.
 
     What stays put over a clip (the background texture, a static shape)
@@ -17,13 +17,19 @@ def temporal_centering(nodes, static=None, center=True):
         static: None, or `"pooled"` to append to every region the clip's
             static part pooled over regions (the mean over the real frames
             and all regions, `C` numbers per clip, the same in every frame):
-            a "what" with no "where".
+            a "what" with no "where"; or `"salient"` to append the clip
+            means pooled with the weights `softmax(region_scores(mean))`
+            over regions instead of uniformly (the static object the scores
+            pick, not the background that fills most regions).
         center: bool. False leaves the regions as they are (only the
             pooled static part is appended): the control that tells the
             centring's effect from the pooled "what"'s.
+        region_scores: with `"salient"`, a callable from the clip means
+            `(B, 1, N, C)` to one score per region `(B, 1, N, 1)`.
 
     Returns:
-        float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with `"pooled"`.
+        float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with `"pooled"`
+        or `"salient"`.
     """
     if static not in STATIC_MODES:
         raise ValueError(
@@ -39,7 +45,13 @@ def temporal_centering(nodes, static=None, center=True):
     centred = (nodes - clip_mean) * valid if center else nodes
     if static is None:
         return centred
-    pooled = ops.mean(clip_mean, axis=2, keepdims=True)  # (B, 1, 1, C)
+    if static == "salient":
+        if region_scores is None:
+            raise ValueError("temporal_centering: `static='salient'` needs `region_scores`.")
+        weights = ops.softmax(region_scores(clip_mean), axis=2)  # (B, 1, N, 1)
+        pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
+    else:
+        pooled = ops.mean(clip_mean, axis=2, keepdims=True)  # (B, 1, 1, C)
     pooled = ops.broadcast_to(pooled, ops.shape(nodes)) * valid
     return ops.concatenate([centred, pooled], axis=-1)
 
@@ -56,7 +68,11 @@ class TemporalCentering(keras.layers.Layer):
     its training clips apart and memorise their captions (issue 15) — is
     removed before any weight sees it, and what moves is kept. With
     `static="pooled"` the graph also gets the clip's static part averaged
-    over regions (a "what" with no "where"), appended to every region.
+    over regions (a "what" with no "where"), appended to every region; with
+    `static="salient"` that average is a learned softmax over regions (one
+    `Dense(1)` score per region of the clip mean), so that a small static
+    object — the second shape of "a moves toward b" — is not averaged away
+    by the background.
 
     **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
     `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
@@ -65,7 +81,7 @@ class TemporalCentering(keras.layers.Layer):
     Args:
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
-        static: None or `"pooled"` (see above).
+        static: None, `"pooled"` or `"salient"` (see above).
         center: bool. False skips the centring and only appends the pooled
             static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
@@ -97,7 +113,7 @@ class TemporalCentering(keras.layers.Layer):
 
     def _inner_shape(self, nodes_shape):
         channels = nodes_shape[-1]
-        if self.static == "pooled" and channels is not None:
+        if self.static is not None and channels is not None:
             channels = 2 * channels
         return tuple(nodes_shape[:-1]) + (channels,)
 
@@ -107,13 +123,20 @@ class TemporalCentering(keras.layers.Layer):
                 "TemporalCentering: expected region features (B, T, N, C), got "
                 f"shape {tuple(nodes_shape)}."
             )
+        self.salience = None
+        if self.static == "salient":
+            self.salience = keras.layers.Dense(
+                1, name="salience", dtype=self.dtype_policy
+            )
+            self.salience.build(tuple(nodes_shape[:1]) + (1,) + tuple(nodes_shape[2:]))
         # A graph deserialized from a config with its build config is built.
         if not self.graph.built:
             self.graph.build(self._inner_shape(nodes_shape))
 
     def call(self, nodes, training=None):
         return self.graph(
-            temporal_centering(nodes, self.static, self.center), training=training
+            temporal_centering(nodes, self.static, self.center, self.salience),
+            training=training,
         )
 
     @property
