@@ -79,6 +79,12 @@ CONFIGS = (
     "msvd_graph_bfloat16",
     "msvd_mixed_bfloat16",
 )
+# Config suffix -> the graph knobs it changes in the preset's graph.
+GRAPH_VARIANTS = {
+    "_plain_graph": {"fused_projection": False},
+    "_node_residual": {"pooled_residual": False},
+    "_graph_bfloat16": {"dtype": "mixed_bfloat16"},
+}
 RESULTS_PATH = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "results", "train_throughput.json"
 )
@@ -213,18 +219,11 @@ def run_keras(config, msvd_frames):
     if config.endswith("_keras_lstm"):
         use_keras_lstm()
     overrides = {}
-    if config.endswith("_plain_graph"):
-        from keras_pvc.presets import preset_config
+    for suffix, knobs in GRAPH_VARIANTS.items():
+        if config.endswith(suffix):
+            from keras_pvc.presets import preset_config
 
-        overrides["graph"] = {**preset_config(preset)["graph"], "fused_projection": False}
-    if config.endswith("_node_residual"):
-        from keras_pvc.presets import preset_config
-
-        overrides["graph"] = {**preset_config(preset)["graph"], "pooled_residual": False}
-    if config.endswith("_graph_bfloat16"):
-        from keras_pvc.presets import preset_config
-
-        overrides["graph"] = {**preset_config(preset)["graph"], "dtype": "mixed_bfloat16"}
+            overrides["graph"] = {**preset_config(preset)["graph"], **knobs}
     if config.endswith("_mixed_bfloat16"):
         import keras
 

@@ -1,9 +1,7 @@
 """The held-out renderers (`sprites`, `outlines`) and the attribute grader."""
 
-import json
 import os
 
-import cv2
 import numpy as np
 import pytest
 
@@ -12,6 +10,8 @@ from keras_pvc.datasets.heldout import outlines
 from keras_pvc.datasets.heldout import sprites
 from keras_pvc.datasets.heldout.attributes import grade_captions
 from keras_pvc.datasets.heldout.attributes import parse_attributes
+from heldout_testing import read_all_frames
+from heldout_testing import read_metadata
 from keras_pvc.datasets.msvd import load_msvd
 
 NUM_CLIPS = 30
@@ -27,32 +27,17 @@ def heldout(request, tmp_path_factory):
     return root, outlines
 
 
-def _metadata(root):
-    with open(os.path.join(root, "metadata.json")) as handle:
-        return json.load(handle)
-
-
-def _frames(path):
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return np.stack(frames)
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-
-
 def test_writes_a_user_like_msvd_folder(heldout):
     root, module = heldout
     clips = load_msvd(root)
     assert len(clips) == NUM_CLIPS
     splits = [clip.split for clip in clips]
     assert splits.count("test") == round(0.2 * NUM_CLIPS) and "val" not in splits
-    metadata = _metadata(root)
+    metadata = read_metadata(root)
     assert metadata["generator"] == module.GENERATOR
     assert set(metadata["scenes"]) == {clip.clip_id for clip in clips}
     for clip in clips[:5]:
-        frames = _frames(clip.video_path)
+        frames = read_all_frames(clip.video_path)
         scene = metadata["scenes"][clip.clip_id]
         expected = scene.get("num_frames", metadata.get("num_frames"))
         assert frames.shape == (expected, module.HEIGHT, module.WIDTH, 3)
@@ -63,7 +48,7 @@ def test_writes_a_user_like_msvd_folder(heldout):
 
 def test_every_reference_reads_back_as_its_scene(heldout):
     root, _ = heldout
-    scenes = _metadata(root)["scenes"]
+    scenes = read_metadata(root)["scenes"]
     shape_words = set()
     for clip in load_msvd(root):
         for reference in clip.references:
@@ -83,13 +68,13 @@ def test_the_pixels_show_the_stated_motion(heldout):
     """One-shape clips, read back from the decoded video alone: the pixels
     of the shape's colour move (or grow) the way the captions say."""
     root, module = heldout
-    metadata = _metadata(root)
+    metadata = read_metadata(root)
     checked = 0
     for clip in load_msvd(root):
         scene = metadata["scenes"][clip.clip_id]
         if scene["type"] != "single":
             continue
-        frames = _frames(clip.video_path)
+        frames = read_all_frames(clip.video_path)
         # Sprites have noisy backgrounds, outlines blurred thin strokes.
         tolerance = 45 if module is sprites else 95
         colour = module.COLORS[scene["mover"]["color"]]

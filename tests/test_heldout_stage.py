@@ -1,6 +1,5 @@
 """The third held-out renderer, `stage`, and the grader words it added."""
 
-import json
 import os
 
 import cv2
@@ -11,6 +10,8 @@ from keras_pvc.datasets.heldout import attributes
 from keras_pvc.datasets.heldout import stage
 from keras_pvc.datasets.heldout.attributes import grade_captions
 from keras_pvc.datasets.heldout.attributes import parse_attributes
+from heldout_testing import read_all_frames
+from heldout_testing import read_metadata
 from keras_pvc.datasets.msvd import load_msvd
 
 NUM_CLIPS = 30
@@ -22,32 +23,17 @@ def root(tmp_path_factory):
     return stage.generate_stage_dataset(folder, num_clips=NUM_CLIPS)
 
 
-def _metadata(folder):
-    with open(os.path.join(folder, "metadata.json")) as handle:
-        return json.load(handle)
-
-
-def _frames(path):
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return np.stack(frames)
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-
-
 def test_writes_a_user_like_msvd_folder(root):
     clips = load_msvd(root)
     assert len(clips) == NUM_CLIPS
     splits = [clip.split for clip in clips]
     assert splits.count("test") == round(0.2 * NUM_CLIPS) and "val" not in splits
-    metadata = _metadata(root)
+    metadata = read_metadata(root)
     assert metadata["generator"] == stage.GENERATOR
     assert set(metadata["scenes"]) == {clip.clip_id for clip in clips}
     lengths = set()
     for clip in clips[:6]:
-        frames = _frames(clip.video_path)
+        frames = read_all_frames(clip.video_path)
         expected = metadata["scenes"][clip.clip_id]["num_frames"]
         lengths.add(expected)
         assert frames.shape == (expected, stage.HEIGHT, stage.WIDTH, 3)
@@ -61,7 +47,7 @@ def test_writes_a_user_like_msvd_folder(root):
 
 
 def test_every_reference_reads_back_as_exactly_its_scene(root):
-    scenes = _metadata(root)["scenes"]
+    scenes = read_metadata(root)["scenes"]
     words = set()
     for clip in load_msvd(root):
         scene = scenes[clip.clip_id]
@@ -101,13 +87,13 @@ def _hue_mask(frame, rgb):
 def test_the_pixels_show_the_stated_motion(root):
     """From the decoded video alone: saturated pixels (the one named shape)
     move or change area the way the references say, beyond the camera pan."""
-    metadata = _metadata(root)
+    metadata = read_metadata(root)
     checked = 0
     for clip in load_msvd(root):
         scene = metadata["scenes"][clip.clip_id]
         if scene["type"] != "single":
             continue
-        frames = _frames(clip.video_path)
+        frames = read_all_frames(clip.video_path)
         masks = [_saturated(frames[t]) for t in (0, -1)]
         assert all(mask.sum() > 10 for mask in masks), clip.clip_id
         (y0, x0), (y1, x1) = (np.argwhere(mask).mean(axis=0) for mask in masks)
@@ -128,13 +114,13 @@ def test_the_pixels_show_the_stated_motion(root):
 def test_the_pixels_show_the_stated_relation(root):
     """Pairs of two colours: the gap between the two hues' centroids closes
     (toward) or opens (away) between the first and the last frame."""
-    metadata = _metadata(root)
+    metadata = read_metadata(root)
     checked = 0
     for clip in load_msvd(root):
         scene = metadata["scenes"][clip.clip_id]
         if scene["type"] != "pair" or scene["mover"]["color"] == scene["other"]["color"]:
             continue
-        frames = _frames(clip.video_path)
+        frames = read_all_frames(clip.video_path)
         gaps = []
         for t in (0, -1):
             centres = []
@@ -158,11 +144,11 @@ def test_is_deterministic_given_a_seed(root, tmp_path):
     ) as b:
         lines = b.read().splitlines()
         assert a.read().splitlines()[: len(lines)] == lines
-    first = _metadata(root)["scenes"]
-    assert all(first[key] == value for key, value in _metadata(again)["scenes"].items())
-    assert _metadata(other)["scenes"] != _metadata(again)["scenes"]
+    first = read_metadata(root)["scenes"]
+    assert all(first[key] == value for key, value in read_metadata(again)["scenes"].items())
+    assert read_metadata(other)["scenes"] != read_metadata(again)["scenes"]
     # Frames too: the same scene renders the same pixels (noise is seeded).
-    scene = next(iter(_metadata(again)["scenes"].values()))
+    scene = next(iter(read_metadata(again)["scenes"].values()))
     np.testing.assert_array_equal(stage.render(scene), stage.render(scene))
     with pytest.raises(ValueError, match="other parameters"):
         stage.generate_stage_dataset(again, num_clips=4)
@@ -172,9 +158,9 @@ def test_is_deterministic_given_a_seed(root, tmp_path):
 
 def test_the_stage_changes_per_clip_and_the_camera_moves(root):
     """Backdrops differ between clips; a static region drifts with the pan."""
-    metadata = _metadata(root)
+    metadata = read_metadata(root)
     clips = load_msvd(root)
-    firsts = [_frames(clip.video_path)[0].astype(float) for clip in clips[:4]]
+    firsts = [read_all_frames(clip.video_path)[0].astype(float) for clip in clips[:4]]
     assert min(np.abs(a - b).mean() for i, a in enumerate(firsts) for b in firsts[i + 1:]) > 3
     scene = metadata["scenes"][clips[0].clip_id]
     pan = np.subtract(scene["camera"]["pan_end"], scene["camera"]["pan_start"])

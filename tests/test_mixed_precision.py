@@ -23,6 +23,26 @@ def policy(request):
         keras.mixed_precision.set_global_policy("float32")
 
 
+GRAPH = {"units": 8, "adjacency": "both", "pooling": "attention", "attention_dim": 4}
+
+
+def _small_msvd(graph=GRAPH):
+    """The `msvd` preset cut to a few units, for a few quick steps."""
+    keras.utils.set_random_seed(0)
+    return keras_pvc.from_preset(
+        "msvd",
+        vocabulary_size=VOCABULARY_SIZE,
+        hidden_dim=16,
+        embedding_dim=8,
+        caption_length=WORDS,
+        num_frames=FRAMES,
+        input_shape=(49, 16),
+        graph=graph,
+        learning_rate=1e-2,
+        dropout=0.0,
+    )
+
+
 def _batch():
     rng = np.random.default_rng(0)
     inputs = {
@@ -37,19 +57,7 @@ def _batch():
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"], indirect=True)
 def test_captioner_trains_under_mixed_precision(policy):
-    keras.utils.set_random_seed(0)
-    model = keras_pvc.from_preset(
-        "msvd",
-        vocabulary_size=VOCABULARY_SIZE,
-        hidden_dim=16,
-        embedding_dim=8,
-        caption_length=WORDS,
-        num_frames=FRAMES,
-        input_shape=(49, 16),
-        graph={"units": 8, "adjacency": "both", "pooling": "attention", "attention_dim": 4},
-        learning_rate=1e-2,
-        dropout=0.0,
-    )
+    model = _small_msvd()
     assert model.dtype_policy.name == policy
     assert model.backbone.spatial_graph.compute_dtype == policy.split("_")[1]
     assert model.backbone.spatial_graph.position_embeddings.dtype == "float32"
@@ -96,22 +104,10 @@ def test_graph_alone_in_bfloat16_trains_and_round_trips(tmp_path):
     # the float32 encoder; the model trains, its first-step loss is within
     # bfloat16's precision of the all-float32 model's with the same weights,
     # and a saved model keeps the graph's policy.
-    graph = {"units": 8, "adjacency": "both", "pooling": "attention", "attention_dim": 4}
-    models = {}
-    for name, dtype in (("float32", None), ("bfloat16", "mixed_bfloat16")):
-        keras.utils.set_random_seed(0)
-        models[name] = keras_pvc.from_preset(
-            "msvd",
-            vocabulary_size=VOCABULARY_SIZE,
-            hidden_dim=16,
-            embedding_dim=8,
-            caption_length=WORDS,
-            num_frames=FRAMES,
-            input_shape=(49, 16),
-            graph={**graph, **({"dtype": dtype} if dtype else {})},
-            learning_rate=1e-2,
-            dropout=0.0,
-        )
+    models = {
+        "float32": _small_msvd(),
+        "bfloat16": _small_msvd({**GRAPH, "dtype": "mixed_bfloat16"}),
+    }
     mixed = models["bfloat16"]
     assert mixed.backbone.spatial_graph.compute_dtype == "bfloat16"
     assert mixed.backbone.temporal_encoder.compute_dtype == "float32"

@@ -1,6 +1,6 @@
 """Writing a held-out renderer's clips in the MSVD layout.
 
-Shared by the held-out renderers (`sprites`, `outlines`); written apart from
+Shared by the held-out renderers (`sprites`, `outlines`, `stage`); written apart from
 `keras_pvc.datasets.procedural` on purpose: these sets exist to measure what
 the package does on folders it was not tuned on.
 
@@ -67,6 +67,30 @@ def train_test_splits(num_clips, seed, test_fraction=0.2):
     for index in order[:num_test]:
         splits[int(index)] = "test"
     return splits
+
+
+def scene_clips(num_clips, seed, salt, sample_scene, references, render, fps, prefix, seconds=None):
+    """The `clips` list of `write_dataset` for a renderer's module functions.
+
+    Clip `i` draws its scene and then its references from
+    `np.random.default_rng([seed, i, salt])` (`salt` keeps the renderers'
+    scenes apart for one seed); its frames are `render(scene)`, drawn when
+    written. Its id is `<prefix><i:05d>_0_<seconds>`, `seconds` given or
+    the scene's `num_frames // fps`.
+    """
+    clips = []
+    for index in range(num_clips):
+        rng = np.random.default_rng([seed, index, salt])
+        scene = sample_scene(rng)
+        clip_seconds = scene["num_frames"] // fps if seconds is None else seconds
+        clips.append((
+            f"{prefix}{index:05d}_0_{clip_seconds}",
+            fps,
+            lambda scene=scene: render(scene),
+            references(scene, rng),
+            scene,
+        ))
+    return clips
 
 
 def write_dataset(root, clips, params, extra_metadata=None, overwrite=False):

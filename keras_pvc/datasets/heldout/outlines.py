@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from keras_pvc.datasets.heldout import attributes
+from keras_pvc.datasets.heldout.layout import scene_clips
 from keras_pvc.datasets.heldout.layout import scene_references
 from keras_pvc.datasets.heldout.layout import write_dataset
 
@@ -274,18 +275,9 @@ def generate_outlines_dataset(root, num_clips=250, seed=0, overwrite=False):
     """
     params = {"generator": GENERATOR, "version": VERSION, "seed": int(seed),
               "num_clips": int(num_clips)}
-    clips = []
-    for index in range(num_clips):
-        rng = np.random.default_rng([seed, index, 23])
-        scene = sample_scene(rng)
-        seconds = scene["num_frames"] // FPS
-        clips.append((
-            f"{VIDEO_ID_PREFIX}{index:05d}_0_{seconds}",
-            FPS,
-            lambda scene=scene: render(scene),
-            references(scene, rng),
-            scene,
-        ))
+    clips = scene_clips(
+        num_clips, seed, 23, sample_scene, references, render, FPS, VIDEO_ID_PREFIX
+    )
     extra = {"fps": FPS, "width": WIDTH, "height": HEIGHT, "clip_lengths": list(CLIP_LENGTHS),
              "colors": {k: list(v) for k, v in COLORS.items()},
              "shape_synonyms": {k: list(v) for k, v in SHAPE_SYNONYMS.items()}}

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from keras_pvc.datasets.heldout import attributes
+from keras_pvc.datasets.heldout.layout import scene_clips
 from keras_pvc.datasets.heldout.layout import scene_references
 from keras_pvc.datasets.heldout.layout import write_dataset
 
@@ -283,17 +284,10 @@ def generate_sprites_dataset(root, num_clips=250, num_frames=40, seed=0, overwri
     params = {"generator": GENERATOR, "version": VERSION, "seed": int(seed),
               "num_clips": int(num_clips), "num_frames": int(num_frames)}
     seconds = max(1, int(round(num_frames / FPS)))
-    clips = []
-    for index in range(num_clips):
-        rng = np.random.default_rng([seed, index, 11])
-        scene = sample_scene(rng)
-        clips.append((
-            f"{VIDEO_ID_PREFIX}{index:05d}_0_{seconds}",
-            FPS,
-            lambda scene=scene: render(scene, num_frames),
-            references(scene, rng),
-            scene,
-        ))
+    clips = scene_clips(
+        num_clips, seed, 11, sample_scene, references,
+        lambda scene: render(scene, num_frames), FPS, VIDEO_ID_PREFIX, seconds=seconds,
+    )
     extra = {"fps": FPS, "width": WIDTH, "height": HEIGHT,
              "colors": {k: list(v) for k, v in COLORS.items()},
              "shape_synonyms": {k: list(v) for k, v in SHAPE_SYNONYMS.items()}}
