@@ -69,6 +69,7 @@ def cmd_demo(args):
         resume=args.resume,
         visuals=args.visuals,
         verbose=0 if args.silent else 1,
+        split=args.split,
     )
     return 0
 
@@ -285,6 +286,13 @@ def _add_demo_command(commands):
     demo.add_argument("--rl-epochs", type=int, help="self-critical epochs after XE")
     demo.add_argument("--clips", type=int, help="override the number of clips")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--split",
+        choices=("compositional", "random"),
+        default="compositional",
+        help="test clips: held-out colour x shape x relation combinations "
+        "(default; val clips, seen combinations, are checked too) or a random 15%%",
+    )
     demo.add_argument("--data", help="dataset folder (default: <out>/data)")
     demo.add_argument("--resume", action="store_true", help="continue an interrupted run")
     demo.add_argument("--silent", action="store_true", help="no progress output")

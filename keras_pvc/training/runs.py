@@ -170,10 +170,10 @@ def relation_clip_ids(data_root):
     }
 
 
-def print_scene_accuracy(accuracy):
-    """One line: the shares of `score_scenes`'s result."""
+def print_scene_accuracy(accuracy, name="held-out"):
+    """One line: the shares of `score_scenes`'s result (`name`: the clips)."""
     print(
-        f"Held-out captions that state their scene exactly: "
+        f"Captions that state their scene exactly, {name}: "
         f"{100 * accuracy['exact']:.0f}% of {accuracy['num_clips']} (right shapes "
         f"{100 * accuracy['shapes']:.0f}%, right kind of relation "
         f"{100 * accuracy['relation']:.0f}%)",
