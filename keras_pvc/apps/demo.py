@@ -124,20 +124,14 @@ def score_seen_combinations(out, data_root):
     """
     import json
 
-    import keras_pvc
     from keras_pvc.datasets.msvd import load_msvd
-    from keras_pvc.datasets.pipeline import read_clip_videos
     from keras_pvc.datasets.procedural import scene_accuracy
     from keras_pvc.training.callbacks import write_json
-    from keras_pvc.training.runs import caption_split
 
     val = [clip for clip in load_msvd(data_root) if clip.split == "val"]
     if not val:
         raise ValueError(f"{data_root}: no val clips to check the seen combinations on.")
-    model = keras_pvc.from_preset(os.path.join(out, "model"))
-    preprocessor = model.preprocessor
-    arrays = read_clip_videos(val, preprocessor.num_frames, preprocessor.frame_size, verbose=0)
-    predictions = caption_split(model, arrays)
+    predictions = caption_run_clips(out, val)
     with open(os.path.join(data_root, "metadata.json"), encoding="utf-8") as handle:
         scenes = json.load(handle)["scenes"]
     result = scene_accuracy(scenes, predictions)
@@ -150,3 +144,17 @@ def score_seen_combinations(out, data_root):
     metrics["seen_scene_accuracy"] = result
     write_json(metrics_path, metrics)
     return result
+
+
+def caption_run_clips(out, clips):
+    """Greedy captions `{clip_id: caption}` of frame clips by the model a
+    run saved (`<out>/model`), read and sampled as that model's
+    preprocessor says."""
+    import keras_pvc
+    from keras_pvc.datasets.pipeline import read_clip_videos
+    from keras_pvc.training.runs import caption_split
+
+    model = keras_pvc.from_preset(os.path.join(out, "model"))
+    preprocessor = model.preprocessor
+    arrays = read_clip_videos(clips, preprocessor.num_frames, preprocessor.frame_size, verbose=0)
+    return caption_split(model, arrays)
