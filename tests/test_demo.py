@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 from keras_pvc.apps.demo import caption_run_clips
 from keras_pvc.apps.demo import score_seen_combinations
 from keras_pvc.datasets.msvd import load_msvd
@@ -29,6 +31,7 @@ def _combination(scene):
     return (*subject.split(" "), relation)
 
 
+@pytest.mark.slow  # a short training run (~30 s on TensorFlow, ~2 min on JAX)
 def test_seen_combinations_are_the_val_clips_captioned_by_the_saved_model(tmp_path):
     root, out = str(tmp_path / "data"), str(tmp_path / "run")
     generate_procedural_dataset(root, num_clips=160, num_frames=2, frame_size=32, split="compositional")
