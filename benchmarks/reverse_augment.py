@@ -13,7 +13,7 @@ features, a copy in which every training clip also has a reversed twin
 (`<id>rev`): its features in reverse frame order (exact for cached
 per-frame features), its references those that `reverse_caption` could turn
 round (a generic English table, written before looking at any renderer's
-vocabulary, plus three words from `sprites`'), its video a link to the
+vocabulary, plus three words from `sprites`'), its video a hard link to the
 original (only the features are trained on). A clip none of whose
 references has a motion word to swap (a still scene, or words the table
 lacks) gets no twin. Test clips are left as they are. Then train on the copy with `heldout_overrides.py
@@ -128,15 +128,15 @@ def main():
         video = os.path.join(os.path.abspath(args.data), "YouTubeClips", clip_id + ".avi")
         link = os.path.join(data_out, "YouTubeClips", twin + ".avi")
         if not os.path.lexists(link):
-            os.symlink(video, link)
+            os.link(video, link)
     for name in os.listdir(os.path.join(args.data, "YouTubeClips")):
         link = os.path.join(data_out, "YouTubeClips", name)
         if not os.path.lexists(link):
-            os.symlink(os.path.join(os.path.abspath(args.data), "YouTubeClips", name), link)
+            os.link(os.path.join(args.data, "YouTubeClips", name), link)
     for name in os.listdir(args.features):
         target = os.path.join(features_out, name)
         if name != "manifest.json" and not os.path.lexists(target):
-            os.symlink(os.path.join(os.path.abspath(args.features), name), target)
+            os.link(os.path.join(args.features, name), target)
     with open(os.path.join(args.features, "manifest.json")) as handle:
         manifest = json.load(handle)
     with open(os.path.join(features_out, "manifest.json"), "w") as handle:

@@ -177,6 +177,26 @@ def test_backbone_config_round_trip():
     assert clone.count_params() == backbone.count_params()
 
 
+@pytest.mark.parametrize("graph", [False, True])
+def test_a_features_model_keeps_its_frame_cnn_without_a_build_warning(graph):
+    # The frame CNN of a features model is recorded (for `keras-pvc caption`
+    # on videos) but not in the graph; Keras used to warn of unbuilt state.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        backbone = VideoCaptionerBackbone(
+            frame_cnn=FrameCNN("simple", filters=(4, 6), name="frame_cnn"),
+            spatial_graph=SpatialGraphConv(8, attention_dim=4) if graph else None,
+            temporal_encoder=TemporalLSTMEncoder(8),
+            caption_decoder=CaptionDecoder(10, embedding_dim=6, hidden_dim=8),
+            input_kind="features",
+            input_shape=(4, 5) if graph else (5,),
+        )
+    assert not [w for w in caught if "unbuilt state" in str(w.message)]
+    assert backbone.frame_cnn.name == "frame_cnn"
+    clone = VideoCaptionerBackbone.from_config(backbone.get_config())
+    assert clone.get_config()["frame_cnn"] == backbone.get_config()["frame_cnn"]
+
+
 def test_graph_needs_regions():
     with pytest.raises(ValueError, match="region features"):
         VideoCaptionerBackbone(

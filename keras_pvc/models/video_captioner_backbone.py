@@ -79,7 +79,9 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
                 f"Frames need `input_shape=(H, W, 3)`, got {input_shape}."
             )
         # === Layers ===
-        self.frame_cnn = _as_layer(frame_cnn)
+        frame_cnn = _as_layer(frame_cnn)
+        if input_kind == "frames":
+            self.frame_cnn = frame_cnn
         self.spatial_graph = _as_layer(spatial_graph)
         self.temporal_encoder = _as_layer(temporal_encoder)
         self.caption_decoder = _as_layer(caption_decoder)
@@ -121,6 +123,12 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
         )
 
         # === Config ===
+        if input_kind == "features":
+            # Recorded for `build_feature_extractor`, not part of the graph:
+            # tracked only now, so that the functional build does not take
+            # the unbuilt frame CNN for unbuilt state of its own (a Keras
+            # warning on every features model).
+            self.frame_cnn = frame_cnn
         self.input_kind = input_kind
         self.video_input_shape = input_shape
 
