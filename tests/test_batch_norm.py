@@ -69,9 +69,11 @@ def test_recalibration_makes_statistics_of_a_short_run_exact_and_the_check_sees_
     before = _relative_errors(cnn, frames)
     # 250 steps at momentum 0.99 leave the running variance far off...
     assert before[0][0] > 0.5, before
-    # ...and inference mode far worse than training mode on training data.
+    # ...and inference mode far worse than training mode on training data
+    # (seed 0: gap 0.375 on one 2-core machine, 0.175 on another with the
+    # same packages; the warning's threshold is 0.05).
     gap = batch_norm.train_inference_gap(model, batches, num_batches=len(batches))
-    assert gap["training"] > 0.75 and gap["gap"] > 0.25, gap
+    assert gap["training"] > 0.75 and gap["gap"] > 2 * batch_norm.GAP_WARNING_THRESHOLD, gap
     with pytest.warns(UserWarning, match="inference mode"):
         assert batch_norm.warn_if_inference_differs(gap)
     # The check itself left the statistics as they were.
