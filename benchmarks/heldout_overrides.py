@@ -15,6 +15,8 @@ Prints the table, writes the grades to `--json`. Never asserts.
 import argparse
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
 
@@ -59,7 +61,14 @@ def main():
         grades = grade_captions(scenes, json.load(handle))
     print(f"{args.renderer}, preset {args.preset} + {overrides}: train {seconds:.0f} s")
     print(format_grades(grades))
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
+    ).stdout.strip()
     result = {
+        "command": " ".join(["python", "benchmarks/heldout_overrides.py", *sys.argv[1:]]),
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": commit,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end",
         "renderer": args.renderer, "preset": args.preset, "overrides": overrides,
         "seed": args.seed, "train_seconds": round(seconds, 1),
         "parameters": summary["parameters"],
