@@ -122,28 +122,16 @@ def score_seen_combinations(out, data_root):
     Writes `<out>/scene_accuracy_val.json` and adds the result to
     `<out>/metrics.json` as `"seen_scene_accuracy"`; returns it.
     """
-    import json
-
     from keras_pvc.datasets.msvd import load_msvd
-    from keras_pvc.datasets.procedural import scene_accuracy
-    from keras_pvc.training.callbacks import write_json
+    from keras_pvc.training.runs import record_scene_accuracy
 
     val = [clip for clip in load_msvd(data_root) if clip.split == "val"]
     if not val:
         raise ValueError(f"{data_root}: no val clips to check the seen combinations on.")
-    predictions = caption_run_clips(out, val)
-    with open(os.path.join(data_root, "metadata.json"), encoding="utf-8") as handle:
-        scenes = json.load(handle)["scenes"]
-    result = scene_accuracy(scenes, predictions)
-    result["predictions"] = predictions
-    write_json(os.path.join(out, "scene_accuracy_val.json"), result)
-    result = {k: v for k, v in result.items() if k not in ("per_clip", "predictions")}
-    metrics_path = os.path.join(out, "metrics.json")
-    with open(metrics_path, encoding="utf-8") as handle:
-        metrics = json.load(handle)
-    metrics["seen_scene_accuracy"] = result
-    write_json(metrics_path, metrics)
-    return result
+    return record_scene_accuracy(
+        out, data_root, caption_run_clips(out, val), key="seen_scene_accuracy",
+        file_name="scene_accuracy_val.json", with_predictions=True,
+    )
 
 
 def caption_run_clips(out, clips):

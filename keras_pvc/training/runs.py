@@ -192,20 +192,35 @@ def score_scenes(out, data_root):
     """
     import json
 
+    with open(os.path.join(out, "predictions.json"), encoding="utf-8") as handle:
+        predictions = json.load(handle)
+    return record_scene_accuracy(out, data_root, predictions)
+
+
+def record_scene_accuracy(
+    out, data_root, predictions, key="scene_accuracy", file_name="scene_accuracy.json",
+    with_predictions=False,
+):
+    """`scene_accuracy` of `predictions` against `data_root`'s scenes, written
+    to `<out>/<file_name>` (per clip, and the captions if `with_predictions`)
+    and, without the per-clip parts, to `<out>/metrics.json` under `key`;
+    returns what went into `metrics.json`."""
+    import json
+
     from keras_pvc.datasets.procedural import scene_accuracy
     from keras_pvc.training.callbacks import write_json
 
     with open(os.path.join(data_root, "metadata.json"), encoding="utf-8") as handle:
         scenes = json.load(handle)["scenes"]
-    with open(os.path.join(out, "predictions.json"), encoding="utf-8") as handle:
-        predictions = json.load(handle)
     result = scene_accuracy(scenes, predictions)
-    write_json(os.path.join(out, "scene_accuracy.json"), result)
-    result = {key: value for key, value in result.items() if key != "per_clip"}
+    if with_predictions:
+        result["predictions"] = predictions
+    write_json(os.path.join(out, file_name), result)
+    result = {k: v for k, v in result.items() if k not in ("per_clip", "predictions")}
     metrics_path = os.path.join(out, "metrics.json")
     with open(metrics_path, encoding="utf-8") as handle:
         metrics = json.load(handle)
-    metrics["scene_accuracy"] = result
+    metrics[key] = result
     write_json(metrics_path, metrics)
     return result
 
