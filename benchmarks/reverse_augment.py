@@ -1,23 +1,17 @@
 """Time-reversed copies of a held-out set's training clips (an experiment).
 
-A captioner trained on a few hundred clips can fit its training captions
-from what a clip looks like (its background, its objects) and never learn
-which way things move (docs/heldout_results.md). A clip played backwards
-looks the same but moves the other way, so its captions are the originals
-with the motion words swapped ("moves left" -> "moves right", "grows" ->
-"shrinks", "toward" -> "away from"); trained on both, appearance alone can
-no longer tell the two captions apart.
+Why: see `keras_pvc.datasets.reverse`, which now makes the same twins inside
+the data pipeline (`train --set reversed_twins=true`).
 
 This writes, beside a data folder made by `heldout_eval.py` and its cached
 features, a copy in which every training clip also has a reversed twin
 (`<id>rev`): its features in reverse frame order (exact for cached
-per-frame features), its references those that `reverse_caption` could turn
-round (a generic English table, written before looking at any renderer's
-vocabulary, plus three words from `sprites`'), its video a hard link to the
-original (only the features are trained on). A clip none of whose
-references has a motion word to swap (a still scene, or words the table
-lacks) gets no twin. Test clips are left as they are. Then train on the copy with `heldout_overrides.py
---work OUT`. Never asserts.
+per-frame features), its references those that
+`keras_pvc.datasets.reverse.reverse_caption` could turn round, its video a
+hard link to the original (only the features are trained on). A clip none
+of whose references has a motion word to swap (a still scene, or words the
+table lacks) gets no twin. Test clips are left as they are. Then train on
+the copy with `heldout_overrides.py --work OUT`. Never asserts.
 
     python benchmarks/reverse_augment.py --data W/sprites_250_40_s0 \\
         --features W/features_sprites_250_40_s0_regions --out W2
@@ -27,60 +21,11 @@ import argparse
 import csv
 import json
 import os
-import re
 import shutil
 
 import numpy as np
 
-# Motion words and their reverses. "left"/"right" only where they are a
-# direction ("moves left", "to the left"), not a place ("left of").
-_SWAPS = [
-    ("leftward", "rightward"), ("leftwards", "rightwards"),
-    ("upward", "downward"), ("upwards", "downwards"),
-    ("up", "down"), ("rises", "falls"), ("rising", "falling"), ("rise", "fall"),
-    ("ascends", "descends"), ("ascending", "descending"),
-    ("climbs", "drops"), ("climbing", "dropping"),
-    ("grows", "shrinks"), ("growing", "shrinking"), ("grow", "shrink"),
-    ("expands", "contracts"), ("expanding", "contracting"),
-    ("bigger", "smaller"), ("larger", "smaller"),
-    ("enlarges", "shrinks"),
-    ("approaches", "leaves"), ("approaching", "leaving"),
-    ("nears", "leaves"),
-    ("closer to", "farther from"),
-    ("toward", "away from"), ("towards", "away from"),
-    ("enters", "exits"), ("entering", "exiting"),
-    # Added after reading the sprites set's words (not stage's):
-    ("retreats", "advances"), ("sinks", "rises"), ("swells", "shrinks"),
-]
-
-
-def _table():
-    table = {}
-    for a, b in _SWAPS:
-        table.setdefault(a, b)
-        table.setdefault(b, a)
-    return table
-
-
-TABLE = _table()
-_PATTERN = re.compile(
-    r"\b(" + "|".join(sorted(map(re.escape, TABLE), key=len, reverse=True)) + r")\b"
-    r"|\b(left|right)\b(?!\s+of\b)"
-)
-
-
-def reverse_caption(caption):
-    """`caption` with its motion words swapped (`None` if it has none)."""
-    changed = [False]
-
-    def swap(match):
-        changed[0] = True
-        if match.group(1):
-            return TABLE[match.group(1)]
-        return "right" if match.group(2) == "left" else "left"
-
-    out = _PATTERN.sub(swap, caption)
-    return out if changed[0] else None
+from keras_pvc.datasets.reverse import reverse_caption
 
 
 def main():

@@ -59,6 +59,7 @@ PRESETS = {
         "lr_schedule": None,
         "restore_best_weights": False,
         "min_word_count": 1,
+        "reversed_twins": False,
         "checkpoint_every": 10,
     },
     "regions": {
@@ -106,6 +107,7 @@ PRESETS = {
         "lr_schedule": "cosine",
         "restore_best_weights": True,
         "min_word_count": 1,
+        "reversed_twins": False,
         "checkpoint_every": 10,
     },
     "s2vt": {
@@ -133,6 +135,7 @@ PRESETS = {
         "lr_schedule": None,
         "restore_best_weights": False,
         "min_word_count": 1,
+        "reversed_twins": False,
         "checkpoint_every": 10,
     },
     "procedural": {
@@ -181,6 +184,7 @@ PRESETS = {
         "lr_schedule": "cosine",
         "restore_best_weights": True,
         "min_word_count": 1,
+        "reversed_twins": False,
         "checkpoint_every": 10,
     },
 }
@@ -192,6 +196,8 @@ PRESETS = {
 # the epoch with the lowest validation loss (`keras_pvc.training.BestWeights`).
 # `min_word_count`: training words seen fewer times are left out of the
 # vocabulary and read as `<unk>` (1: every training word is kept).
+# `reversed_twins`: also train on each training clip played backwards, its
+# references with the motion words swapped (`keras_pvc.datasets.reverse`).
 TRAINING_KNOBS = (
     "batch_size",
     "epochs",
@@ -200,6 +206,7 @@ TRAINING_KNOBS = (
     "restore_best_weights",
     "checkpoint_every",
     "min_word_count",
+    "reversed_twins",
 )
 
 

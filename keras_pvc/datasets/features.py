@@ -260,6 +260,7 @@ def features_dataset(
     in_memory="auto",
     epoch_counter=None,
     parallel_reads=None,
+    reversed_twins=False,
 ):
     """A `tf.data.Dataset` of model inputs from cached features, for `fit`.
 
@@ -296,6 +297,8 @@ def features_dataset(
         parallel_reads: int or None. With `in_memory=False`, batches read at
             once and read ahead (None: `tf.data.AUTOTUNE`, fastest; 1 holds
             about two batches, as validation in `keras-pvc train` does).
+        reversed_twins: bool. Also train on each clip's features in reverse
+            frame order with its motion words swapped; see `caption_dataset`.
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -333,22 +336,52 @@ def features_dataset(
             captions=captions,
             references=references,
             epoch_counter=epoch_counter,
+            reversed_twins=reversed_twins,
         )
+    return _streamed_features_dataset(
+        kept, paths, masks, feature_shape, preprocessor, batch_size, captions, shuffle,
+        seed, references, epoch_counter, parallel_reads, reversed_twins,
+    )
 
+
+def _streamed_features_dataset(
+    kept, paths, masks, feature_shape, preprocessor, batch_size, captions, shuffle,
+    seed, references, epoch_counter, parallel_reads, reversed_twins,
+):
+    """`features_dataset` with `in_memory=False`: each batch's files are read
+    as it is made (the reversed twins' features turned round then)."""
+    import tensorflow as tf
+
+    examples = kept
+    source, flipped = np.arange(len(kept), dtype="int32"), np.zeros(len(kept), bool)
+    if reversed_twins:
+        from keras_pvc.datasets.reverse import check_prefix_masks
+        from keras_pvc.datasets.reverse import reversed_twins as make_twins
+
+        check_prefix_masks(masks)
+        examples, source, flipped = make_twins(kept)
     dataset, all_references = caption_examples(
-        kept, preprocessor, captions, shuffle, seed, epoch_counter
+        examples, preprocessor, captions, shuffle, seed, epoch_counter
     )
     dataset = dataset.batch(batch_size)
-    frame_masks = tf.constant(masks)
+    frame_masks = tf.constant(np.asarray(masks)[source])
     all_reference_ids = tf.constant(all_references) if references else None
 
     paths = np.asarray(paths)
 
     def read_batch(indices):
+        from keras_pvc.datasets.reverse import reverse_valid_frames_numpy
+
         # Each file once per batch (a clip can appear with several captions).
-        unique, inverse = np.unique(indices, return_inverse=True)
+        files = source[indices]
+        unique, inverse = np.unique(files, return_inverse=True)
         arrays = np.stack([np.load(paths[index], allow_pickle=False) for index in unique])
-        return arrays.astype(np.float32, copy=False)[inverse]
+        arrays = arrays.astype(np.float32, copy=False)[inverse]
+        if flipped[indices].any():
+            arrays = reverse_valid_frames_numpy(
+                arrays, np.asarray(masks)[files], flipped[indices]
+            )
+        return arrays
 
     def to_inputs(index, ids):
         features = tf.numpy_function(read_batch, [index], tf.float32, stateful=False)

@@ -269,6 +269,7 @@ def caption_dataset(
     captions="all",
     references=False,
     epoch_counter=None,
+    reversed_twins=False,
 ):
     """A `tf.data.Dataset` of model input dicts for `VideoCaptioner.fit`.
 
@@ -293,11 +294,23 @@ def caption_dataset(
         epoch_counter: `EpochCounter` or None. Makes the order a function
             of (seed, epoch), so a resumed run repeats it exactly; pass its
             `callback` to `fit` too.
+        reversed_twins: bool. Also train on each clip played backwards, its
+            references with the motion words swapped
+            (`keras_pvc.datasets.reverse`); the frames are reversed as each
+            batch is gathered.
     """
     import tensorflow as tf
 
+    clips, source, flipped = arrays.clips, None, None
+    if reversed_twins:
+        from keras_pvc.datasets.reverse import check_prefix_masks
+        from keras_pvc.datasets.reverse import reversed_twins as make_twins
+
+        check_prefix_masks(arrays.frame_masks)
+        clips, source, flipped = make_twins(arrays.clips)
+        source, flipped = tf.constant(source), tf.constant(flipped)
     dataset, all_references = caption_examples(
-        arrays.clips, preprocessor, captions, shuffle, seed, epoch_counter
+        clips, preprocessor, captions, shuffle, seed, epoch_counter
     )
     dataset = dataset.batch(batch_size)
     videos = tf.constant(arrays.videos)
@@ -305,12 +318,18 @@ def caption_dataset(
     all_reference_ids = tf.constant(all_references) if references else None
 
     def to_inputs(index, ids):
-        video = tf.gather(videos, index)
+        frames = index if source is None else tf.gather(source, index)
+        video = tf.gather(videos, frames)
+        frame_mask = tf.gather(frame_masks, frames)
+        if source is not None:
+            from keras_pvc.datasets.reverse import reverse_valid_frames
+
+            video = reverse_valid_frames(video, frame_mask, tf.gather(flipped, index))
         if video.dtype != tf.float32:
             video = tf.cast(video, tf.float32)
         inputs = {
             input_kind: video,
-            "frame_mask": tf.gather(frame_masks, index),
+            "frame_mask": frame_mask,
             "caption_ids": ids,
         }
         if references:

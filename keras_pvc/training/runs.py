@@ -494,6 +494,12 @@ def _say_plan(say, preset, model, config, splits, xe_epochs, rl_epochs, distribu
         f"{len(val.clips)} val / {len(test.clips)} test clips, {xe_epochs} XE epochs"
         + (f" + {rl_epochs} self-critical epochs" if rl_epochs else "")
     )
+    if config.get("reversed_twins"):
+        from keras_pvc.datasets.reverse import reversed_twins
+
+        twins = len(reversed_twins(train.clips)[0]) - len(train.clips)
+        say(f"Reversed twins: {twins} of {len(train.clips)} training clips also train "
+            "played backwards (motion words swapped)")
     if distribute.name:
         say(f"Distributed training: {distribute.describe()}")
 
@@ -534,6 +540,10 @@ def _build_run_model(config, train_clips, distribute, init_weights, say):
     from keras_pvc.models import VideoCaptionerPreprocessor
     from keras_pvc.presets import build_video_captioner
 
+    if config.get("reversed_twins"):  # their words are training words too
+        from keras_pvc.datasets.reverse import reversed_twins
+
+        train_clips = reversed_twins(train_clips)[0]
     config["vocabulary"] = VideoCaptionerPreprocessor.build_vocabulary(
         [reference for clip in train_clips for reference in clip.references],
         min_count=config.get("min_word_count", 1),
@@ -561,6 +571,7 @@ def _run_datasets(
     from keras_pvc.datasets.pipeline import caption_dataset
 
     kind, batch_size = config["input_kind"], config["batch_size"]
+    twins = bool(config.get("reversed_twins"))
     if kind == "features":
         train_ds = features_dataset(
             train.clips,
@@ -571,6 +582,7 @@ def _run_datasets(
             seed=seed,
             references=references,
             epoch_counter=epoch_counter,
+            reversed_twins=twins,
         )
     else:
         train_ds = caption_dataset(
@@ -582,6 +594,7 @@ def _run_datasets(
             captions="random",
             references=references,
             epoch_counter=epoch_counter,
+            reversed_twins=twins,
         )
     train_ds = distribute.prepare_dataset(
         train_ds, batch_size, preprocessor=model.preprocessor
