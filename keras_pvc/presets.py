@@ -197,7 +197,8 @@ PRESETS = {
 # `min_word_count`: training words seen fewer times are left out of the
 # vocabulary and read as `<unk>` (1: every training word is kept).
 # `reversed_twins`: also train on each training clip played backwards, its
-# references with the motion words swapped (`keras_pvc.datasets.reverse`).
+# references with the motion words swapped (`keras_pvc.datasets.reverse`);
+# True, or a list of `[word, reverse]` pairs to swap besides the built-in ones.
 TRAINING_KNOBS = (
     "batch_size",
     "epochs",

@@ -39,6 +39,19 @@ def test_reverse_caption_takes_its_own_table():
     assert reverse_caption("a dog spins anticlockwise", swaps) == "a dog spins clockwise"
 
 
+def test_twin_swaps_add_a_datasets_own_words():
+    from keras_pvc.datasets.reverse import twin_swaps
+
+    assert twin_swaps(True) is None
+    clips = [Clip("a_0_1", ["a dog spins clockwise", "a dog moves left"], "train")]
+    assert len(reversed_twins(clips)[0][1:]) == 1
+    twin = reversed_twins(clips, twin_swaps([["clockwise", "anticlockwise"]]))[0][1]
+    assert twin.references == ["a dog spins anticlockwise", "a dog moves right"]
+    for bad in ("yes", [], [["clockwise"]], [["clockwise", ""]], [[1, 2]]):
+        with pytest.raises(ValueError, match="reversed_twins"):
+            twin_swaps(bad)
+
+
 def _clips():
     return [
         Clip("a_0_1", ["a circle moves left", "a circle is still"], "train"),
@@ -144,7 +157,7 @@ def test_train_run_with_reversed_twins(tmp_path, capsys):
     clips = load_msvd(root)
     overrides = {
         "hidden_dim": 16, "embedding_dim": 8, "graph": None, "batch_size": 8,
-        "num_frames": 4, "reversed_twins": True,
+        "num_frames": 4, "reversed_twins": [["clockwise", "anticlockwise"]],
     }
     summary = train_run(clips, str(tmp_path / "run"), overrides=overrides, epochs=1,
                         rl_epochs=1, verbose=1)
@@ -153,7 +166,7 @@ def test_train_run_with_reversed_twins(tmp_path, capsys):
     twins = len(reversed_twins(train)[0]) - len(train)
     assert twins > len(train) // 2  # most procedural scenes move
     assert f"Reversed twins: {twins} of {len(train)} training clips" in output
-    assert summary["overrides"]["reversed_twins"] is True
+    assert summary["overrides"]["reversed_twins"] == overrides["reversed_twins"]
     from keras_pvc.models import VideoCaptioner
 
     model = VideoCaptioner.from_preset(str(tmp_path / "run" / "model"))

@@ -297,8 +297,9 @@ def features_dataset(
         parallel_reads: int or None. With `in_memory=False`, batches read at
             once and read ahead (None: `tf.data.AUTOTUNE`, fastest; 1 holds
             about two batches, as validation in `keras-pvc train` does).
-        reversed_twins: bool. Also train on each clip's features in reverse
-            frame order with its motion words swapped; see `caption_dataset`.
+        reversed_twins: bool or a list of `[word, reverse]` pairs. Also
+            train on each clip's features in reverse frame order with its
+            motion words swapped; see `caption_dataset`.
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -357,9 +358,10 @@ def _streamed_features_dataset(
     if reversed_twins:
         from keras_pvc.datasets.reverse import check_prefix_masks
         from keras_pvc.datasets.reverse import reversed_twins as make_twins
+        from keras_pvc.datasets.reverse import twin_swaps
 
         check_prefix_masks(masks)
-        examples, source, flipped = make_twins(kept)
+        examples, source, flipped = make_twins(kept, twin_swaps(reversed_twins))
     dataset, all_references = caption_examples(
         examples, preprocessor, captions, shuffle, seed, epoch_counter
     )

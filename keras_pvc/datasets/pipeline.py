@@ -294,10 +294,11 @@ def caption_dataset(
         epoch_counter: `EpochCounter` or None. Makes the order a function
             of (seed, epoch), so a resumed run repeats it exactly; pass its
             `callback` to `fit` too.
-        reversed_twins: bool. Also train on each clip played backwards, its
-            references with the motion words swapped
-            (`keras_pvc.datasets.reverse`); the frames are reversed as each
-            batch is gathered.
+        reversed_twins: bool or a list of `[word, reverse]` pairs. Also
+            train on each clip played backwards, its references with the
+            motion words swapped (`keras_pvc.datasets.reverse`; pairs are
+            added to its table, `twin_swaps`); the frames are reversed as
+            each batch is gathered.
     """
     import tensorflow as tf
 
@@ -305,9 +306,10 @@ def caption_dataset(
     if reversed_twins:
         from keras_pvc.datasets.reverse import check_prefix_masks
         from keras_pvc.datasets.reverse import reversed_twins as make_twins
+        from keras_pvc.datasets.reverse import twin_swaps
 
         check_prefix_masks(arrays.frame_masks)
-        clips, source, flipped = make_twins(arrays.clips)
+        clips, source, flipped = make_twins(arrays.clips, twin_swaps(reversed_twins))
         source, flipped = tf.constant(source), tf.constant(flipped)
     dataset, all_references = caption_examples(
         clips, preprocessor, captions, shuffle, seed, epoch_counter

@@ -10,7 +10,7 @@ no longer tell the two captions apart.
 
 `reversed_twins` makes the twins as clips (same video, references turned
 round); `caption_dataset` and `features_dataset` take `reversed_twins=True`
-and reverse the twin's valid frames (or cached per-frame features, which is
+(or a list of extra word pairs, `twin_swaps`) and reverse the twin's valid frames (or cached per-frame features, which is
 exact) as each batch is gathered, so no second copy is stored. A clip none
 of whose references has a motion word to swap gets no twin, and a
 reference the table cannot turn round is left out of its clip's twin.
@@ -97,6 +97,26 @@ def reverse_caption(caption, swaps=None):
 
     out = pattern.sub(swap, caption)
     return out if changed else None
+
+
+def twin_swaps(option):
+    """The swap table a `reversed_twins` option asks for: True gives
+    `MOTION_SWAPS` (returned as None, `reverse_caption`'s default); a list of
+    `[word, reverse]` pairs (a dataset's own motion words, e.g.
+    `[["withdraws from", "converges on"]]`) is added to it."""
+    if option is True:
+        return None
+    pairs = list(option) if isinstance(option, (list, tuple)) else None
+    if not pairs or not all(
+        isinstance(pair, (list, tuple)) and len(pair) == 2
+        and all(isinstance(word, str) and word.strip() for word in pair)
+        for pair in pairs
+    ):
+        raise ValueError(
+            "`reversed_twins` must be True, False or a list of [word, reverse] "
+            f"pairs of words to swap besides the built-in ones; got {option!r}."
+        )
+    return MOTION_SWAPS + tuple(tuple(pair) for pair in pairs)
 
 
 def reversed_twins(clips, swaps=None):

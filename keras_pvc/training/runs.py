@@ -496,8 +496,10 @@ def _say_plan(say, preset, model, config, splits, xe_epochs, rl_epochs, distribu
     )
     if config.get("reversed_twins"):
         from keras_pvc.datasets.reverse import reversed_twins
+        from keras_pvc.datasets.reverse import twin_swaps
 
-        twins = len(reversed_twins(train.clips)[0]) - len(train.clips)
+        swaps = twin_swaps(config["reversed_twins"])
+        twins = len(reversed_twins(train.clips, swaps)[0]) - len(train.clips)
         say(f"Reversed twins: {twins} of {len(train.clips)} training clips also train "
             "played backwards (motion words swapped)")
     if distribute.name:
@@ -542,8 +544,9 @@ def _build_run_model(config, train_clips, distribute, init_weights, say):
 
     if config.get("reversed_twins"):  # their words are training words too
         from keras_pvc.datasets.reverse import reversed_twins
+        from keras_pvc.datasets.reverse import twin_swaps
 
-        train_clips = reversed_twins(train_clips)[0]
+        train_clips = reversed_twins(train_clips, twin_swaps(config["reversed_twins"]))[0]
     config["vocabulary"] = VideoCaptionerPreprocessor.build_vocabulary(
         [reference for clip in train_clips for reference in clip.references],
         min_count=config.get("min_word_count", 1),
@@ -571,7 +574,7 @@ def _run_datasets(
     from keras_pvc.datasets.pipeline import caption_dataset
 
     kind, batch_size = config["input_kind"], config["batch_size"]
-    twins = bool(config.get("reversed_twins"))
+    twins = config.get("reversed_twins") or False
     if kind == "features":
         train_ds = features_dataset(
             train.clips,
