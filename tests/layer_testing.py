@@ -155,7 +155,7 @@ def slow_on_jax(test):
     test on the shared 2-core CPU (seconds on TensorFlow and torch)."""
     import pytest
 
-    return pytest.mark.slow(test) if BACKEND == "jax" else test
+    return pytest.mark.slow(pytest.mark.every_backend(test)) if BACKEND == "jax" else test
 
 
 _PACKAGE_DECODE = {}

@@ -432,6 +432,7 @@ print("RESULTS" + json.dumps(results))
 
 
 @pytest.mark.slow
+@pytest.mark.every_backend
 def test_jax_data_parallel_step_equals_one_device():
     if BACKEND != "jax":
         pytest.skip("keras.distribution.DataParallel runs on JAX")
@@ -453,6 +454,7 @@ def test_jax_data_parallel_step_equals_one_device():
 
 
 @pytest.mark.slow
+@pytest.mark.every_backend
 def test_jax_two_processes_train_through_keras_distribution_initialize(tmp_path):
     if BACKEND != "jax":
         pytest.skip("keras.distribution.initialize runs on JAX")

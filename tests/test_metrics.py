@@ -282,6 +282,7 @@ def test_meteor_nltk_fallback(tmp_path, monkeypatch, backend):
         pytest.skip("no WordNet (Debian wordnet-base + wordnet-sense-index)")
     if backend == "auto":
         # The fallback itself: without the jar, "auto" must pick nltk.
+        monkeypatch.delenv("KERAS_PVC_METEOR", raising=False)
         monkeypatch.setattr(meteor_module, "_meteor_jar_available", lambda: False)
     scores = metrics.evaluate_captions(
         NLTK_HAND_REFERENCES, NLTK_HAND_PREDICTIONS,
@@ -292,6 +293,20 @@ def test_meteor_nltk_fallback(tmp_path, monkeypatch, backend):
         assert scores["per_clip"][clip_id]["METEOR"] == pytest.approx(expected, rel=1e-12)
     # The fallback reports the mean of the clips.
     assert scores["METEOR"] == pytest.approx(np.mean(list(NLTK_HAND_SCORES.values())), rel=1e-12)
+
+
+def test_meteor_environment_variable_chooses_what_auto_picks(monkeypatch):
+    monkeypatch.setattr(meteor_module, "_meteor_jar_available", lambda: True)
+    monkeypatch.setattr(meteor_module, "prepare_wordnet", lambda: True)
+    monkeypatch.delenv("KERAS_PVC_METEOR", raising=False)
+    assert meteor_module.select_meteor_backend("auto") == "meteor-1.5-jar"
+    monkeypatch.setenv("KERAS_PVC_METEOR", "nltk-wordnet")
+    assert meteor_module.select_meteor_backend("auto") == "nltk-wordnet"
+    # A backend asked for by name wins over the variable.
+    assert meteor_module.select_meteor_backend("meteor-1.5-jar") == "meteor-1.5-jar"
+    monkeypatch.setenv("KERAS_PVC_METEOR", "jar")
+    with pytest.raises(ValueError, match="KERAS_PVC_METEOR='jar' is not a METEOR backend"):
+        meteor_module.select_meteor_backend("auto")
 
 
 def test_meteor_omitted_with_warning(monkeypatch):

@@ -97,7 +97,8 @@ def test_fast_lstm_backward_under_mixed_precision(policy):
         np.testing.assert_allclose(a.astype("float32"), e, rtol=tolerance, atol=tolerance)
 
 
-@pytest.mark.slow  # two models, 12 steps and a save: ~1 min on 2 cores
+@pytest.mark.slow
+@pytest.mark.every_backend  # two models, 12 steps and a save: ~1 min on 2 cores
 def test_graph_alone_in_bfloat16_trains_and_round_trips(tmp_path):
     # `graph={..., "dtype": "mixed_bfloat16"}`: only the spatial graph's
     # matmuls in bfloat16 (the recurrences stay float32). Its output enters

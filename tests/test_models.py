@@ -372,6 +372,7 @@ def _expected_parameter_counts(config):
 
 
 @pytest.mark.slow
+@pytest.mark.every_backend
 @pytest.mark.parametrize("name", ["msvd", "s2vt"])
 def test_full_size_presets_forward(name):
     config = preset_config(name)

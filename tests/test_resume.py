@@ -74,17 +74,23 @@ def _weights(run_dir):
     return [np.asarray(w) for w in keras_pvc.from_preset(os.path.join(run_dir, "model")).weights]
 
 
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The dataset and the run never interrupted that both tests compare with."""
     from keras_pvc.datasets.procedural import generate_procedural_dataset
 
-    root = str(tmp_path / "data")
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    root, straight = str(folder / "data"), str(folder / "straight")
     generate_procedural_dataset(root, num_clips=30, num_frames=8, seed=1)
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-
     done = _run(root, straight, kill_epoch=-1, resume=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    return root, straight
 
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(uninterrupted, tmp_path):
+    root, straight = uninterrupted
+    resumed = str(tmp_path / "resumed")
     killed = _run(root, resumed, kill_epoch=2, resume=False)
     assert killed.returncode == -9, killed.stderr[-3000:]  # SIGKILL, mid epoch 3
     assert not os.path.exists(os.path.join(resumed, "model"))
@@ -100,7 +106,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigkill_while_writing_the_backup_then_resume_matches_uninterrupted(tmp_path):
+def test_sigkill_while_writing_the_backup_then_resume_matches_uninterrupted(
+    uninterrupted, tmp_path
+):
     """Killed mid-write of the backup after epoch 3 (half the file on disk),
     then resumed: the same final weights as a run never interrupted. A copy
     whose `latest.weights.h5` is then torn in place (as Keras' own
@@ -108,14 +116,8 @@ def test_sigkill_while_writing_the_backup_then_resume_matches_uninterrupted(tmp_
     and ends the same."""
     import shutil
 
-    from keras_pvc.datasets.procedural import generate_procedural_dataset
-
-    root = str(tmp_path / "data")
-    generate_procedural_dataset(root, num_clips=30, num_frames=8, seed=1)
-    straight, torn = str(tmp_path / "straight"), str(tmp_path / "torn")
-    done = _run(root, straight, kill_epoch=-1, resume=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-
+    root, straight = uninterrupted
+    torn = str(tmp_path / "torn")
     killed = _run(root, torn, kill_epoch=-1, resume=False, tear_epoch=2)
     assert killed.returncode == -9, killed.stderr[-3000:]
     backup = os.path.join(torn, "backup")

@@ -177,6 +177,7 @@ def test_zero_advantage_gives_exactly_zero_gradient():
 
 
 @pytest.mark.slow
+@pytest.mark.every_backend
 def test_zero_advantage_step_leaves_weights_unchanged():
     # A reward that every caption gets: reward == greedy baseline everywhere.
     model, _, dataset = tiny_rl_setup()
@@ -214,6 +215,7 @@ def test_policy_gradient_raises_high_reward_and_lowers_low_reward_sample():
 
 
 @pytest.mark.slow
+@pytest.mark.every_backend
 def test_fit_raises_probability_of_rewarded_word():
     # Reward 1 for a caption containing `word`, 0 otherwise: REINFORCE must
     # make `word` more likely. The greedy baseline of an untrained model is
@@ -479,6 +481,7 @@ def test_fit_with_host_reward_scores_the_decoded_captions():
 
 
 @pytest.mark.slow
+@pytest.mark.every_backend
 def test_keras_round_trip_in_self_critical_mode(tmp_path):
     model, _, dataset = tiny_rl_setup(baseline="mean", num_samples=2, xe_weight=0.1)
     path = str(tmp_path / "rl.keras")
@@ -499,6 +502,7 @@ def test_keras_round_trip_in_self_critical_mode(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.every_backend
 def test_non_finite_guard_names_the_value_and_stops():
     model, _, dataset = tiny_rl_setup()
     model.self_critical.reward_function = lambda samples, references, index: ops.full(

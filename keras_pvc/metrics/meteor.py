@@ -13,6 +13,8 @@ NLTK_BACKEND = "nltk-wordnet"
 # synonyms, no paraphrase table, its own parameters) is a different metric
 # from METEOR 1.5 and scores differently, so it never prints as "METEOR".
 METEOR_LABELS = {METEOR_JAR_BACKEND: "METEOR", NLTK_BACKEND: "METEOR (nltk)"}
+# Overrides what `"auto"` picks (see `select_meteor_backend`).
+METEOR_ENV = "KERAS_PVC_METEOR"
 
 # Debian's `wordnet-base` + `wordnet-sense-index` install WordNet 3.0 here.
 DEBIAN_WORDNET_DIR = "/usr/share/wordnet"
@@ -152,6 +154,9 @@ def select_meteor_backend(backend="auto"):
     Args:
         backend: str. `"auto"` (the jar if `java` and pycocoevalcap exist,
             else nltk with WordNet), `"meteor-1.5-jar"` or `"nltk-wordnet"`.
+            `"auto"` first reads `$KERAS_PVC_METEOR` (one of the same three
+            names): `KERAS_PVC_METEOR=nltk-wordnet` skips the jar's ~10 s
+            Java start in every run (the test suite sets it).
 
     Returns:
         str or None. The backend name, None when no backend can run.
@@ -161,8 +166,15 @@ def select_meteor_backend(backend="auto"):
     >>> select_meteor_backend()  # doctest: +SKIP
     'meteor-1.5-jar'
     """
-    if backend not in ("auto", METEOR_JAR_BACKEND, NLTK_BACKEND):
+    names = ("auto", METEOR_JAR_BACKEND, NLTK_BACKEND)
+    if backend not in names:
         raise ValueError(f"Unknown METEOR backend {backend!r}.")
+    if backend == "auto":
+        backend = os.environ.get(METEOR_ENV, "").strip() or "auto"
+        if backend not in names:
+            raise ValueError(
+                f"${METEOR_ENV}={backend!r} is not a METEOR backend; use one of {names}."
+            )
     if backend in ("auto", METEOR_JAR_BACKEND) and _meteor_jar_available():
         return METEOR_JAR_BACKEND
     if backend in ("auto", NLTK_BACKEND) and prepare_wordnet():
