@@ -26,6 +26,17 @@ from keras_pvc.datasets.reverse import reversed_twins
         ("a circle left of a square moves up", "a circle left of a square moves down"),
         ("a circle is left of a square", None),
         ("a red circle sits still", None),
+        # Real footage's phrasal verbs: reversed, picking up is putting down.
+        ("a man picks up a ball", "a man puts down a ball"),
+        ("a man is putting down a box", "a man is picking up a box"),
+        ("a woman sits down on a bench", "a woman stands up on a bench"),
+        ("a dog lies down", "a dog gets up"),
+        # ... and particles no swap turns round: the reference is left out.
+        ("a woman is cutting up an onion", None),
+        ("a man writes the number down", None),
+        ("a man picks the ball up", None),
+        ("the car slows down and moves left", None),
+        ("a cat jumps down", "a cat jumps up"),
     ],
 )
 def test_reverse_caption_swaps_motion_words_only(caption, expected):

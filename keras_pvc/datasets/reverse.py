@@ -41,6 +41,31 @@ MOTION_SWAPS = (
     ("toward", "away from"), ("towards", "away from"),
     ("enters", "exits"), ("entering", "exiting"),
     ("retreats", "advances"), ("sinks", "rises"), ("swells", "shrinks"),
+    # Phrasal verbs whose reverse is another verb, as real footage says them
+    # (matched before a bare "up"/"down", the longer phrase first).
+    ("picks up", "puts down"), ("picking up", "putting down"),
+    ("pick up", "put down"), ("picked up", "put down"),
+    ("sits down", "stands up"), ("sitting down", "standing up"),
+    ("sit down", "stand up"), ("sat down", "stood up"),
+    ("lies down", "gets up"), ("lying down", "getting up"),
+)
+
+# Verbs whose "up"/"down" (right after them or two words on) is not a
+# direction ("cuts up an onion", "writes the note down", "slows down"): a
+# reference with one cannot be turned round by swapping words, so it is left
+# out of its clip's twin.
+PARTICLE_VERBS = (
+    "break", "breaks", "breaking", "broke", "calm", "calms", "calming",
+    "chop", "chops", "chopping", "chopped", "clean", "cleans", "cleaning",
+    "cut", "cuts", "cutting", "dress", "dresses", "dressing", "dressed",
+    "fill", "fills", "filling", "give", "gives", "giving", "line", "lines",
+    "lining", "make", "makes", "making", "mix", "mixes", "mixing", "open",
+    "opens", "opening", "pick", "picks", "picking", "picked", "set", "sets", "setting", "shut", "shuts", "shutting",
+    "slice", "slices", "slicing", "slow", "slows", "slowing", "speed",
+    "speeds", "speeding", "tear", "tears", "tearing", "tie", "ties", "tying",
+    "turn", "turns", "turning", "wake", "wakes", "waking", "warm", "warms",
+    "warming", "wind", "winds", "winding", "write", "writes", "writing",
+    "wrote", "shows", "show", "showing", "mess", "messes", "messing",
 )
 
 TWIN_SUFFIX = "~reversed"
@@ -56,7 +81,11 @@ def _swap_table(swaps):
 
 def _pattern(table):
     words = "|".join(sorted(map(re.escape, table), key=len, reverse=True))
-    return re.compile(r"\b(" + words + r")\b|\b(left|right)\b(?!\s+of\b)")
+    particles = "|".join(PARTICLE_VERBS)
+    return re.compile(
+        r"\b(" + words + r")\b|\b(left|right)\b(?!\s+of\b)"
+        r"|\b((?:" + particles + r")\s+(?:\w+\s+){0,2}(?:up|down))\b"
+    )
 
 
 _DEFAULT_TABLE = _swap_table(MOTION_SWAPS)
@@ -74,7 +103,9 @@ def reverse_caption(caption, swaps=None):
 
     Returns:
         The caption with its motion words swapped, or None if it has none
-        (a still scene, or words the table lacks: no caption to train on).
+        (a still scene, or words the table lacks: no caption to train on)
+        or if an "up"/"down" in it belongs to one of `PARTICLE_VERBS`
+        ("cuts up", "writes it down"), which no word swap turns round.
 
     >>> reverse_caption("a red circle moves left toward a blue square")
     'a red circle moves right away from a blue square'
@@ -86,17 +117,20 @@ def reverse_caption(caption, swaps=None):
     else:
         table = _swap_table(swaps)
         pattern = _pattern(table)
-    changed = False
+    changed = blocked = False
 
     def swap(match):
-        nonlocal changed
+        nonlocal changed, blocked
+        if match.group(3):
+            blocked = True
+            return match.group(3)
         changed = True
         if match.group(1):
             return table[match.group(1)]
         return "right" if match.group(2) == "left" else "left"
 
     out = pattern.sub(swap, caption)
-    return out if changed else None
+    return out if changed and not blocked else None
 
 
 def twin_swaps(option):
