@@ -11,9 +11,12 @@ clips with every attribute right for each seed and their mean, the motion
 and still-object rates, and writes the table to `--json`. Never asserts.
 
     python benchmarks/heldout_seeds.py --renderers sprites outlines --seeds 0 1 2 \\
-        --variants default twins --work W --json docs/results/heldout_seeds.json
+        --variants default notwins --work W --json docs/results/heldout_seeds.json
 
 Variants: NAME (one of VARIANTS below) or NAME=JSON (preset overrides).
+A variant is overrides of the preset as it is now (`regions` trains with
+reversed twins since 2026-12-03), and its grades file is named after it:
+give a new WORK (or delete WORK/grades) when the preset changes.
 """
 
 import argparse
@@ -32,8 +35,9 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 VARIANTS = {
     "default": {},
     "twins": {"reversed_twins": True},
+    "notwins": {"reversed_twins": False},
     "nograph": {"graph": None},
-    "nograph_twins": {"graph": None, "reversed_twins": True},
+    "nograph_notwins": {"graph": None, "reversed_twins": False},
 }
 
 
@@ -124,7 +128,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renderers", nargs="+", default=["sprites", "outlines"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=["default", "twins"])
+    parser.add_argument("--variants", nargs="+", default=["default", "notwins"])
     parser.add_argument("--preset", default="regions")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at a time")
     parser.add_argument("--work", default="/tmp/heldout_seeds")
