@@ -59,12 +59,12 @@ PARTICLE_VERBS = (
     "chop", "chops", "chopping", "chopped", "clean", "cleans", "cleaning",
     "cut", "cuts", "cutting", "dress", "dresses", "dressing", "dressed",
     "fill", "fills", "filling", "give", "gives", "giving", "line", "lines",
-    "lining", "make", "makes", "making", "mix", "mixes", "mixing", "open",
+    "lining", "mix", "mixes", "mixing", "open",
     "opens", "opening", "pick", "picks", "picking", "picked", "set", "sets", "setting", "shut", "shuts", "shutting",
     "slice", "slices", "slicing", "slow", "slows", "slowing", "speed",
     "speeds", "speeding", "tear", "tears", "tearing", "tie", "ties", "tying",
     "turn", "turns", "turning", "wake", "wakes", "waking", "warm", "warms",
-    "warming", "wind", "winds", "winding", "write", "writes", "writing",
+    "warming", "write", "writes", "writing",
     "wrote", "shows", "show", "showing", "mess", "messes", "messing",
 )
 
