@@ -32,12 +32,24 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
+_GRAPH = {"units": 256, "adjacency": "both", "pooling": "attention",
+          "temporal_centering": {"static": "pooled"}}
 VARIANTS = {
     "default": {},
     "twins": {"reversed_twins": True},
     "notwins": {"reversed_twins": False},
+    # `regions`' graph without / with the motion tracks (with since 2026-12-03).
+    "notracks": {"graph": _GRAPH},
+    "tracks10": {"graph": {**_GRAPH, "motion_tracks": {"scale": 10.0}}},
+    # The graph switched off: the raw regions mean-pooled (no message
+    # passing, no centring), with or without the same motion tracks.
     "nograph": {"graph": None},
+    "nograph_tracks": {"graph": {"units": 1280, "num_layers": 0, "pooling": "mean",
+                                 "motion_tracks": {"scale": 10.0}}},
     "nograph_notwins": {"graph": None, "reversed_twins": False},
+    # The still object's "what" pooled by contrast, not uniformly.
+    "contrast": {"graph": {**_GRAPH, "temporal_centering": {"static": "contrast"},
+                           "motion_tracks": {"scale": 10.0}}},
 }
 
 

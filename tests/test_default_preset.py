@@ -21,7 +21,7 @@ TINY_REGIONS = {
     "hidden_dim": 8,
     "embedding_dim": 8,
     "graph": {"units": 8, "adjacency": "both", "pooling": "attention", "attention_dim": 8,
-              "temporal_centering": {"static": "pooled"}},
+              "temporal_centering": {"static": "pooled"}, "motion_tracks": {"scale": 10.0}},
     "num_frames": 3,
     "frame_size": (64, 64),
     "input_shape": (4, 1280),
@@ -88,11 +88,13 @@ def test_regions_preset_round_trips(tmp_path):
     model.save_to_preset(str(tmp_path / "model"))
     loaded = keras_pvc.from_preset(str(tmp_path / "model"))
     assert loaded.preprocessor.vocabulary == words
-    assert loaded.backbone.spatial_graph.units == 8
     # The preset's regions are centred on their clip mean, with the pooled
-    # "what" beside them.
-    assert isinstance(loaded.backbone.spatial_graph, keras_pvc.layers.TemporalCentering)
-    assert loaded.backbone.spatial_graph.static == "pooled"
+    # "what" beside them, and the motion tracks beside the graph's output.
+    tracks = loaded.backbone.spatial_graph
+    assert isinstance(tracks, keras_pvc.layers.MotionTracks) and tracks.scale == 10.0
+    assert isinstance(tracks.graph, keras_pvc.layers.TemporalCentering)
+    assert tracks.graph.static == "pooled" and tracks.graph.units == 8
+    assert tracks.output_dim == 8 + 16
     np.testing.assert_allclose(
         loaded.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6
     )

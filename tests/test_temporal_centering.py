@@ -162,3 +162,27 @@ def test_salient_temporal_centering_layer_learns_its_scores():
 
     grads = gradients(lambda x: ops.sum(ops.sin(layer(x))), [layer.salience.kernel], [nodes])
     assert np.abs(grads[0]).max() > 0
+
+
+def test_contrast_static_part_weighs_the_regions_that_stand_out_by_hand():
+    # A still scene of 4 regions: three of background (1, 0) and a shape
+    # (0, 5) in region 3, over two real frames and a padding frame.
+    nodes = np.zeros((1, 3, 4, 2), "float32")
+    nodes[0, :2] = [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 5.0]]
+    means = nodes[0, 0].astype("float64")
+    distance = np.linalg.norm(means - means.mean(axis=0), axis=-1)
+    weights = np.exp(4.0 * distance / distance.mean())
+    weights /= weights.sum()
+    expected = weights @ means
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="contrast"))
+    np.testing.assert_allclose(out[0, :2, :, 2:], np.broadcast_to(expected, (2, 4, 2)), atol=1e-4)
+    # The shape gets most of the weight: closer to it than to the background.
+    assert expected[1] > 2.5 * expected[0]
+    np.testing.assert_array_equal(out[0, 2], 0.0)
+    np.testing.assert_allclose(
+        out[..., :2], ops.convert_to_numpy(temporal_centering(nodes)), atol=1e-6
+    )
+    layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention"),
+                              static="contrast")
+    assert layer(nodes).shape == (1, 3, 8)
+    assert len(layer.trainable_weights) == len(layer.graph.trainable_weights)

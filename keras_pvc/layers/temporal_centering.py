@@ -1,7 +1,9 @@
 import keras
 from keras import ops
 
-STATIC_MODES = (None, "pooled", "salient")
+STATIC_MODES = (None, "pooled", "salient", "contrast")
+# Sharpness of the `"contrast"` softmax over regions (as `track_geometry`).
+CONTRAST_TEMPERATURE = 4.0
 
 
 def temporal_centering(nodes, static=None, center=True, region_scores=None):
@@ -50,6 +52,12 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
             raise ValueError("temporal_centering: `static='salient'` needs `region_scores`.")
         weights = ops.softmax(region_scores(clip_mean), axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
+    elif static == "contrast":
+        average = ops.mean(clip_mean, axis=2, keepdims=True)
+        distance = ops.sqrt(ops.sum(ops.square(clip_mean - average), -1, keepdims=True) + 1e-6)
+        distance = distance / (ops.mean(distance, axis=2, keepdims=True) + 1e-6)
+        weights = ops.softmax(CONTRAST_TEMPERATURE * distance, axis=2)  # (B, 1, N, 1)
+        pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
     else:
         pooled = ops.mean(clip_mean, axis=2, keepdims=True)  # (B, 1, 1, C)
     pooled = ops.broadcast_to(pooled, ops.shape(nodes)) * valid
@@ -72,7 +80,8 @@ class TemporalCentering(keras.layers.Layer):
     `static="salient"` that average is a learned softmax over regions (one
     `Dense(1)` score per region of the clip mean), so that a small static
     object — the second shape of "a moves toward b" — is not averaged away
-    by the background.
+    by the background; `static="contrast"` weighs the regions by how far
+    their clip mean stands out from the frame's, with no weights to learn.
 
     **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
     `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
@@ -81,7 +90,7 @@ class TemporalCentering(keras.layers.Layer):
     Args:
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
-        static: None, `"pooled"` or `"salient"` (see above).
+        static: None, `"pooled"`, `"salient"` or `"contrast"` (see above).
         center: bool. False skips the centring and only appends the pooled
             static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
