@@ -15,7 +15,7 @@ and still-object rates, and writes the table to `--json`. Never asserts.
 
 Variants: NAME (one of VARIANTS below) or NAME=JSON (preset overrides).
 A variant is overrides of the preset as it is now (`regions` trains with
-reversed twins since 2026-12-03), and its grades file is named after it:
+reversed twins and motion tracks since 2026-12-03), and its grades file is named after it:
 give a new WORK (or delete WORK/grades) when the preset changes.
 """
 
@@ -41,6 +41,7 @@ VARIANTS = {
     # `regions`' graph without / with the motion tracks (with since 2026-12-03).
     "notracks": {"graph": _GRAPH},
     "tracks10": {"graph": {**_GRAPH, "motion_tracks": {"scale": 10.0}}},
+    "notracks_notwins": {"graph": _GRAPH, "reversed_twins": False},
     # The graph switched off: the raw regions mean-pooled (no message
     # passing, no centring), with or without the same motion tracks.
     "nograph": {"graph": None},
