@@ -32,8 +32,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 
-_GRAPH = {"units": 256, "adjacency": "both", "pooling": "attention",
-          "temporal_centering": {"static": "pooled"}}
+from keras_pvc.presets import PRESETS  # noqa: E402  (plain dicts, no Keras)
+
+# `regions`' graph as the preset has it, less the motion tracks.
+_GRAPH = {k: v for k, v in PRESETS["regions"]["graph"].items() if k != "motion_tracks"}
 VARIANTS = {
     "default": {},
     "twins": {"reversed_twins": True},
