@@ -53,6 +53,9 @@ VARIANTS = {
     # The still object's "what" pooled by contrast, not uniformly.
     "contrast": {"graph": {**_GRAPH, "temporal_centering": {"static": "contrast"},
                            "motion_tracks": {"scale": 10.0}}},
+    # ... and by contrast less change, so the mover's trail does not count.
+    "still": {"graph": {**_GRAPH, "temporal_centering": {"static": "still"},
+                        "motion_tracks": {"scale": 10.0}}},
 }
 
 

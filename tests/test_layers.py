@@ -455,9 +455,7 @@ def test_caption_decoder_step_matches_teacher_forcing():
         )
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
+GRAPH_FORMS = [
         {"adjacency": "both", "pooling": "attention"},  # the msvd preset's graph
         {"adjacency": "grid", "coordinates": True, "node_update": "sage", "num_layers": 2},
         {"adjacency": "learned", "units": CHANNELS, "pooling": None},  # no residual dense
@@ -468,8 +466,10 @@ def test_caption_decoder_step_matches_teacher_forcing():
         # coordinates (the `pool_output` readout).
         {"adjacency": "grid", "pooling": "mean"},
         {"adjacency": "both", "coordinates": True, "pooling_heads": 2},
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("options", GRAPH_FORMS)
 def test_spatial_graph_fused_projection_equals_plain(options):
     # The fused form (one matmul per round, the position embedding and the
     # coordinates folded in as a per-region offset) against the plain
@@ -530,3 +530,52 @@ def test_spatial_graph_config_without_fused_projection_loads():
     layer(nodes)
     restored(nodes)
     assert [w.path for w in restored.weights] == [w.path for w in layer.weights]
+
+
+@pytest.mark.parametrize("options", GRAPH_FORMS + [{"num_layers": 0, "pooling": "mean"}])
+def test_spatial_graph_static_channels_equal_concatenation(options):
+    # `static` (channels shared by a frame's regions, projected once per
+    # frame) against the plain form fed the explicit concatenation
+    # `[nodes, static]`, with the same weights: outputs and gradients agree.
+    from layer_testing import gradients
+
+    options = dict(options)
+    static_channels = 3
+    units = options.pop("units", HIDDEN)
+    if options.get("num_layers") == 0:
+        units = CHANNELS + static_channels
+    nodes = RNG.normal(size=(BATCH, FRAMES, REGIONS, CHANNELS)).astype("float32")
+    static = RNG.normal(size=(BATCH, FRAMES, 1, static_channels)).astype("float32")
+    static[:, -1] = 0.0  # a padding frame's static part, as TemporalCentering gives it
+    joined = np.concatenate(
+        [nodes, np.broadcast_to(static, nodes.shape[:-1] + (static_channels,))], axis=-1
+    )
+    ours = SpatialGraphConv(units, attention_dim=4, **options)
+    plain = SpatialGraphConv.from_config({**ours.get_config(), "fused_projection": False})
+    ours.build(joined.shape)
+    plain.build(joined.shape)
+    plain.set_weights([RNG.normal(size=w.shape) * 0.5 for w in ours.get_weights()])
+    ours.set_weights(plain.get_weights())
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours(nodes, static=static)),
+        keras.ops.convert_to_numpy(plain(joined)),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    ours_grads = gradients(
+        lambda x, s: keras.ops.sum(keras.ops.sin(ours(x, static=s))),
+        ours.trainable_weights, [nodes, static],
+    )
+    plain_grads = gradients(
+        lambda x: keras.ops.sum(keras.ops.sin(plain(x))), plain.trainable_weights, [joined]
+    )
+    for weight, mine, reference in zip(ours.trainable_weights, ours_grads, plain_grads):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-4, err_msg=weight.path)
+    # The inputs' gradients: the static part's is the sum over the regions.
+    np.testing.assert_allclose(ours_grads[-2], plain_grads[-1][..., :CHANNELS], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        ours_grads[-1], plain_grads[-1][..., CHANNELS:].sum(axis=-2, keepdims=True),
+        rtol=1e-4, atol=1e-4,
+    )
+    with pytest.raises(ValueError, match="one set of channels per frame"):
+        ours(nodes, static=np.broadcast_to(static, nodes.shape[:-1] + (static_channels,)))

@@ -186,3 +186,57 @@ def test_contrast_static_part_weighs_the_regions_that_stand_out_by_hand():
                               static="contrast")
     assert layer(nodes).shape == (1, 3, 8)
     assert len(layer.trainable_weights) == len(layer.graph.trainable_weights)
+
+
+def test_still_static_part_leaves_out_the_movers_trail_by_hand():
+    # 4 regions over 4 real frames: background (1, 0) in regions 0 and 1, a
+    # still shape (0, 5) in region 3, and a mover (4, 4) in region 2 for the
+    # first frame only (its trail stands out in the clip mean too).
+    nodes = np.zeros((1, 4, 4, 2), "float32")
+    nodes[0, :] = [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 5.0]]
+    nodes[0, 0, 2] = [4.0, 4.0]
+    frames = nodes[0].astype("float64")
+    means = frames.mean(axis=0)
+    contrast = np.linalg.norm(means - means.mean(axis=0), axis=-1)
+    change = np.linalg.norm(frames - means, axis=-1).mean(axis=0)
+    score = contrast / contrast.mean() - change / change.mean()
+    weights = np.exp(4.0 * score)
+    weights /= weights.sum()
+    expected = weights @ means
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="still"))
+    np.testing.assert_allclose(out[0, :, :, 2:], np.broadcast_to(expected, (4, 4, 2)), atol=1e-4)
+    # The trail's region gets less weight than with "contrast" alone.
+    contrast_weights = np.exp(4.0 * contrast / contrast.mean())
+    contrast_weights /= contrast_weights.sum()
+    assert weights[2] < 0.5 * contrast_weights[2]
+    assert weights[3] > 0.5
+    layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention"),
+                              static="still")
+    assert layer(nodes).shape == (1, 4, 8)
+    assert len(layer.trainable_weights) == len(layer.graph.trainable_weights)
+
+
+@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still"])
+def test_layer_passes_the_static_part_once_per_frame_as_if_concatenated(static):
+    # TemporalCentering hands SpatialGraphConv the static part separately
+    # (projected once per frame); the output must be the graph's on the
+    # explicit concatenation that `temporal_centering` writes.
+    rng = np.random.default_rng(3)
+    nodes = rng.normal(size=(2, 4, 9, 5)).astype("float32")
+    nodes[1, 3] = 0.0  # a padding frame
+    layer = TemporalCentering(SpatialGraphConv(6, adjacency="both", attention_dim=4), static=static)
+    layer(nodes)  # builds
+    layer.set_weights([rng.normal(size=w.shape) * 0.5 for w in layer.get_weights()])
+    out = ops.convert_to_numpy(layer(nodes))
+    joined = temporal_centering(nodes, static, region_scores=layer.salience)
+    np.testing.assert_allclose(out, ops.convert_to_numpy(layer.graph(joined)), rtol=1e-5, atol=1e-5)
+    # A graph that does not take `static` gets the concatenation.
+    plain = SpatialGraphConv(6, adjacency="both", attention_dim=4)
+    plain.build(joined.shape)
+    plain.set_weights(layer.graph.get_weights())
+    plain.accepts_static = False
+    wrapped = TemporalCentering(plain, static=static)
+    wrapped.build(nodes.shape)
+    if layer.salience is not None:
+        wrapped.salience.set_weights(layer.salience.get_weights())
+    np.testing.assert_allclose(ops.convert_to_numpy(wrapped(nodes)), out, rtol=1e-5, atol=1e-5)

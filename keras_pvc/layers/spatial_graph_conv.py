@@ -164,6 +164,14 @@ class SpatialGraphConv(keras.layers.Layer):
         nodes: float tensor `(B, T, N, C)`.
         adjacency: optional float tensor, `(N, N)` or `(B, T, N, N)`.
         training: bool.
+        static: optional float tensor `(B, T, 1, S)`: channels shared by
+            every region of a frame (a clip's pooled appearance, as
+            `TemporalCentering` appends it), read as if concatenated to
+            each region's `C` (the layer is built on `C + S` channels). With
+            `fused_projection` the first round projects them once per frame
+            instead of once per region, `[X, s] W = X W_x + s W_s`, the
+            same numbers (to float rounding) for `S / (C + S)` less of its
+            matmul work.
 
     Example:
     ```python
@@ -358,14 +366,38 @@ class SpatialGraphConv(keras.layers.Layer):
             self.query_dense[layer_index](nodes), self.key_dense[layer_index](nodes)
         )
 
-    def call(self, nodes, adjacency=None, training=None):
+    # `call` takes `static` (channels shared by a frame's regions).
+    accepts_static = True
+
+    def call(self, nodes, adjacency=None, training=None, static=None):
         if self._pools_residual():
             nodes = ops.convert_to_tensor(nodes, dtype=self.compute_dtype)
             messages, deferred = self._propagate_fused(
-                nodes, self._grid(nodes, adjacency), training, defer_residual=True
+                nodes, self._grid(nodes, adjacency), training, defer_residual=True,
+                static=self._static(static, nodes),
             )
             return self._pool_deferred(messages, *deferred)
-        return self.pool(self.propagate(nodes, adjacency, training))
+        return self.pool(self.propagate(nodes, adjacency, training, static))
+
+    def _static(self, static, nodes):
+        if static is None:
+            return None
+        static = ops.convert_to_tensor(static, dtype=nodes.dtype)
+        if len(static.shape) != len(nodes.shape) or static.shape[-2] != 1:
+            raise ValueError(
+                "SpatialGraphConv: `static` must be (..., 1, S), one set of "
+                f"channels per frame; got {tuple(static.shape)} for nodes "
+                f"{tuple(nodes.shape)}."
+            )
+        return static
+
+    @staticmethod
+    def _with_static(nodes, static):
+        """`[nodes, static]` with `static` broadcast over the regions."""
+        if static is None:
+            return nodes
+        shape = tuple(ops.shape(nodes)[:-1]) + (ops.shape(static)[-1],)
+        return ops.concatenate([nodes, ops.broadcast_to(static, shape)], axis=-1)
 
     def _pools_residual(self):
         """Whether `call` projects the last round's residual after pooling."""
@@ -382,12 +414,14 @@ class SpatialGraphConv(keras.layers.Layer):
             return ops.cast(self.grid_matrix, nodes.dtype)
         return ops.cast(self.preprocess(adjacency), nodes.dtype)
 
-    def propagate(self, nodes, adjacency=None, training=None):
+    def propagate(self, nodes, adjacency=None, training=None, static=None):
         """The nodes after message passing, before pooling `(..., N, units)`."""
         nodes = ops.convert_to_tensor(nodes, dtype=self.compute_dtype)
+        static = self._static(static, nodes)
         grid = self._grid(nodes, adjacency)
         if self.fused_projection and self.num_layers > 0:
-            return self._propagate_fused(nodes, grid, training)
+            return self._propagate_fused(nodes, grid, training, static=static)
+        nodes = self._with_static(nodes, static)
         if self.position_embedding:
             nodes = nodes + ops.cast(self.position_embeddings, nodes.dtype)
         if self.coordinates:
@@ -449,13 +483,14 @@ class SpatialGraphConv(keras.layers.Layer):
             sublayers.append(("residual", self.residual_dense[index], False))
         return sublayers
 
-    def _propagate_fused(self, nodes, grid, training, defer_residual=False):
+    def _propagate_fused(self, nodes, grid, training, defer_residual=False, static=None):
         """`propagate` with one matmul per round (see `fused_projection`).
 
         With `defer_residual`, the last round leaves its residual projection
-        out and returns `(messages, (inputs, offset))`: the round's output is
-        `(inputs + offset) Wr + messages` (`offset` the position embedding
-        when it is the first round, else None), for `_pool_deferred`."""
+        out and returns `(messages, (inputs, offset, static))`: the round's
+        output is `([inputs, static] + offset) Wr + messages` (`offset` the
+        position embedding and `static` the per-frame channels when it is
+        the first round, else None), for `_pool_deferred`."""
         dtype = nodes.dtype
         # A per-region term added to every frame's nodes before a round:
         # the position embedding (first round only); folded into the
@@ -466,6 +501,8 @@ class SpatialGraphConv(keras.layers.Layer):
         coordinates = ops.cast(self.coordinate_matrix, dtype)
         for index in range(self.num_layers):
             channels = ops.shape(nodes)[-1]
+            static_channels = 0 if static is None else ops.shape(static)[-1]
+            inputs = channels + static_channels
             sublayers = self._round_sublayers(index)
             deferring = defer_residual and index == self.num_layers - 1
             if deferring:
@@ -474,10 +511,10 @@ class SpatialGraphConv(keras.layers.Layer):
             for _, dense, takes_coordinates in sublayers:
                 kernel = ops.cast(dense.kernel, dtype)
                 width = dense.units
-                kernels.append(kernel[:channels])
+                kernels.append(kernel[:inputs])
                 if self.coordinates:
                     coordinate_kernels.append(
-                        kernel[channels:]
+                        kernel[inputs:]
                         if takes_coordinates
                         else ops.zeros((2, width), dtype)
                     )
@@ -487,7 +524,7 @@ class SpatialGraphConv(keras.layers.Layer):
                     else ops.zeros((width,), dtype)
                 )
                 widths.append(width)
-            kernel = ops.concatenate(kernels, axis=-1)
+            kernel = ops.concatenate(kernels, axis=-1)  # (C + S, total)
             region_term = ops.concatenate(biases, axis=-1)  # (total,)
             if offset is not None:
                 region_term = region_term + ops.matmul(offset, kernel)
@@ -495,19 +532,22 @@ class SpatialGraphConv(keras.layers.Layer):
                 region_term = region_term + ops.matmul(
                     coordinates, ops.concatenate(coordinate_kernels, axis=-1)
                 )
-            projected = ops.matmul(nodes, kernel) + region_term
+            if static is not None:  # (B, T, 1, total), once per frame
+                region_term = region_term + ops.matmul(static, kernel[channels:])
+            projected = ops.matmul(nodes, kernel[:channels]) + region_term
             splits = [int(s) for s in np.cumsum(widths)[:-1]]
             parts = ops.split(projected, splits, axis=-1) if splits else [projected]
             projections = {
                 name: part for (name, _, _), part in zip(sublayers, parts)
             }
             if deferring:
-                return self._messages(projections, grid, training), (nodes, offset)
+                return self._messages(projections, grid, training), (nodes, offset, static)
             residual = projections.pop("residual", None)
             if residual is None:  # `units` == channels: the nodes themselves
-                residual = nodes if offset is None else nodes + offset
+                residual = self._with_static(nodes, static)
+                residual = residual if offset is None else residual + offset
             nodes = residual + self._messages(projections, grid, training)
-            offset = None
+            offset = static = None
         return nodes
 
     def pool(self, nodes):
@@ -529,19 +569,27 @@ class SpatialGraphConv(keras.layers.Layer):
             ops.matmul(ops.swapaxes(weights, -1, -2), nodes), weights
         )
 
-    def _pool_deferred(self, messages, inputs, offset):
-        """`pool((inputs + offset) Wr + messages)` with `Wr` applied after
-        the pooling (see `pooled_residual`); same numbers as `pool`."""
+    def _pool_deferred(self, messages, inputs, offset, static=None):
+        """`pool(([inputs, static] + offset) Wr + messages)` with `Wr`
+        applied after the pooling (see `pooled_residual`); same numbers as
+        `pool`."""
         dtype = messages.dtype
-        kernel = ops.cast(self.residual_dense[-1].kernel, dtype)  # (C, units)
+        full = ops.cast(self.residual_dense[-1].kernel, dtype)  # (C + S, units)
+        channels = ops.shape(inputs)[-1]
+        kernel = full[:channels]
         region_term = None  # (N, units): the offset's residual, per region
         if offset is not None:
-            region_term = ops.matmul(offset, kernel)
+            region_term = ops.matmul(offset, full)
+        frame_term = None  # (..., 1, units): static's, the same for every region
+        if static is not None:
+            frame_term = ops.matmul(static, full[channels:])
         if self.pooling == "mean":
             pooled = ops.matmul(ops.mean(inputs, axis=-2), kernel)
             pooled = pooled + ops.mean(messages, axis=-2)
             if region_term is not None:
                 pooled = pooled + ops.mean(region_term, axis=0)
+            if frame_term is not None:
+                pooled = pooled + ops.squeeze(frame_term, -2)
             return pooled
         score_kernel = ops.cast(self.pool_score.kernel, dtype)  # (units, heads)
         scores = (
@@ -551,12 +599,16 @@ class SpatialGraphConv(keras.layers.Layer):
         )
         if region_term is not None:
             scores = scores + ops.matmul(region_term, score_kernel)
+        if frame_term is not None:  # one shift per frame: softmax unchanged
+            scores = scores + ops.matmul(frame_term, score_kernel)
         weights = ops.softmax(scores, axis=-2)  # (..., N, heads)
         transposed = ops.swapaxes(weights, -1, -2)  # (..., heads, N)
         pooled = ops.matmul(ops.matmul(transposed, inputs), kernel)
         pooled = pooled + ops.matmul(transposed, messages)
         if region_term is not None:
             pooled = pooled + ops.matmul(transposed, region_term)
+        if frame_term is not None:  # the weights sum to 1 over the regions
+            pooled = pooled + frame_term
         return self._attention_readout(pooled, weights)
 
     def _attention_readout(self, pooled, weights):

@@ -1,9 +1,16 @@
 import keras
 from keras import ops
 
-STATIC_MODES = (None, "pooled", "salient", "contrast")
-# Sharpness of the `"contrast"` softmax over regions (as `track_geometry`).
+STATIC_MODES = (None, "pooled", "salient", "contrast", "still")
+# Sharpness of the `"contrast"` / `"still"` softmax over regions (as
+# `track_geometry`).
 CONTRAST_TEMPERATURE = 4.0
+
+
+def _normalised_distance(features, reference, axis_mean):
+    """`|features - reference|` over channels, divided by its mean over regions."""
+    distance = ops.sqrt(ops.sum(ops.square(features - reference), -1, keepdims=True) + 1e-6)
+    return distance / (ops.mean(distance, axis=axis_mean, keepdims=True) + 1e-6)
 
 
 def temporal_centering(nodes, static=None, center=True, region_scores=None):
@@ -22,7 +29,13 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
             a "what" with no "where"; or `"salient"` to append the clip
             means pooled with the weights `softmax(region_scores(mean))`
             over regions instead of uniformly (the static object the scores
-            pick, not the background that fills most regions).
+            pick, not the background that fills most regions); or
+            `"contrast"` to pool them with `softmax(4 d)`, `d` each region's
+            distance from the frame-wide average of the clip means (mean 1
+            over regions), with no weights to learn; or `"still"`, the same
+            less each region's mean change over the clip (also mean 1), so
+            that a mover's trail, which stands out in the clip mean too,
+            does not count as the still object.
         center: bool. False leaves the regions as they are (only the
             pooled static part is appended): the control that tells the
             centring's effect from the pooled "what"'s.
@@ -30,9 +43,19 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
             `(B, 1, N, C)` to one score per region `(B, 1, N, 1)`.
 
     Returns:
-        float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with `"pooled"`
-        or `"salient"`.
+        float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with a `static`
+        part.
     """
+    centred, pooled = centring_parts(nodes, static, center, region_scores)
+    if pooled is None:
+        return centred
+    return ops.concatenate([centred, ops.broadcast_to(pooled, ops.shape(centred))], axis=-1)
+
+
+def centring_parts(nodes, static=None, center=True, region_scores=None):
+    """`temporal_centering`'s two parts: the centred regions `(B, T, N, C)`
+    and the static part `(B, T, 1, C)` (the same for every region of a real
+    frame, zero in padding frames), or None without `static`."""
     if static not in STATIC_MODES:
         raise ValueError(
             f"temporal_centering: `static` must be one of {STATIC_MODES}, got {static!r}."
@@ -46,22 +69,28 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
     clip_mean = ops.sum(nodes * valid, axis=1, keepdims=True) / count  # (B, 1, N, C)
     centred = (nodes - clip_mean) * valid if center else nodes
     if static is None:
-        return centred
+        return centred, None
     if static == "salient":
         if region_scores is None:
             raise ValueError("temporal_centering: `static='salient'` needs `region_scores`.")
         weights = ops.softmax(region_scores(clip_mean), axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
-    elif static == "contrast":
-        average = ops.mean(clip_mean, axis=2, keepdims=True)
-        distance = ops.sqrt(ops.sum(ops.square(clip_mean - average), -1, keepdims=True) + 1e-6)
-        distance = distance / (ops.mean(distance, axis=2, keepdims=True) + 1e-6)
-        weights = ops.softmax(CONTRAST_TEMPERATURE * distance, axis=2)  # (B, 1, N, 1)
+    elif static in ("contrast", "still"):
+        # How far each region's clip mean stands out from the frame-wide
+        # average of the clip means (B, 1, N, 1), mean 1 over regions.
+        score = _normalised_distance(clip_mean, ops.mean(clip_mean, axis=2, keepdims=True), 2)
+        if static == "still":
+            # Less how much the region changes over the clip (its mean
+            # distance from its clip mean over the real frames, mean 1 over
+            # regions): the mover's trail stands out too, but it changes.
+            change = ops.sqrt(ops.sum(ops.square(nodes - clip_mean), -1, keepdims=True) + 1e-6)
+            change = ops.sum(change * valid, axis=1, keepdims=True) / count
+            score = score - change / (ops.mean(change, axis=2, keepdims=True) + 1e-6)
+        weights = ops.softmax(CONTRAST_TEMPERATURE * score, axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
     else:
         pooled = ops.mean(clip_mean, axis=2, keepdims=True)  # (B, 1, 1, C)
-    pooled = ops.broadcast_to(pooled, ops.shape(nodes)) * valid
-    return ops.concatenate([centred, pooled], axis=-1)
+    return centred, pooled * valid
 
 
 @keras.saving.register_keras_serializable(package="keras_pvc")
@@ -81,16 +110,19 @@ class TemporalCentering(keras.layers.Layer):
     `Dense(1)` score per region of the clip mean), so that a small static
     object — the second shape of "a moves toward b" — is not averaged away
     by the background; `static="contrast"` weighs the regions by how far
-    their clip mean stands out from the frame's, with no weights to learn.
+    their clip mean stands out from the frame's, with no weights to learn,
+    and `static="still"` the same less how much each region changes over the
+    clip (the still object, not the mover's trail).
 
     **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
     `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
-    `"pooled"`.
+    a `static` part.
 
     Args:
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
-        static: None, `"pooled"`, `"salient"` or `"contrast"` (see above).
+        static: None, `"pooled"`, `"salient"`, `"contrast"` or `"still"`
+            (see above).
         center: bool. False skips the centring and only appends the pooled
             static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
@@ -143,10 +175,15 @@ class TemporalCentering(keras.layers.Layer):
             self.graph.build(self._inner_shape(nodes_shape))
 
     def call(self, nodes, training=None):
-        return self.graph(
-            temporal_centering(nodes, self.static, self.center, self.salience),
-            training=training,
-        )
+        centred, pooled = centring_parts(nodes, self.static, self.center, self.salience)
+        if pooled is not None and getattr(self.graph, "accepts_static", False):
+            # The graph projects the static part once per frame, not per region.
+            return self.graph(centred, static=pooled, training=training)
+        if pooled is not None:
+            centred = ops.concatenate(
+                [centred, ops.broadcast_to(pooled, ops.shape(centred))], axis=-1
+            )
+        return self.graph(centred, training=training)
 
     @property
     def units(self):
