@@ -7,10 +7,19 @@ STATIC_MODES = (None, "pooled", "salient", "contrast", "still")
 CONTRAST_TEMPERATURE = 4.0
 
 
-def _normalised_distance(features, reference, axis_mean):
-    """`|features - reference|` over channels, divided by its mean over regions."""
-    distance = ops.sqrt(ops.sum(ops.square(features - reference), -1, keepdims=True) + 1e-6)
-    return distance / (ops.mean(distance, axis=axis_mean, keepdims=True) + 1e-6)
+def _distance(features, reference):
+    """`|features - reference|` over channels, `(..., 1)`."""
+    return ops.sqrt(ops.sum(ops.square(features - reference), -1, keepdims=True) + 1e-6)
+
+
+def _unit_mean(values):
+    """`values (B, ., N, 1)` divided by their mean over the regions."""
+    return values / (ops.mean(values, axis=2, keepdims=True) + 1e-6)
+
+
+def _join(centred, pooled):
+    """`[centred, pooled]`, the static part broadcast over the regions."""
+    return ops.concatenate([centred, ops.broadcast_to(pooled, ops.shape(centred))], axis=-1)
 
 
 def temporal_centering(nodes, static=None, center=True, region_scores=None):
@@ -47,9 +56,7 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
         part.
     """
     centred, pooled = centring_parts(nodes, static, center, region_scores)
-    if pooled is None:
-        return centred
-    return ops.concatenate([centred, ops.broadcast_to(pooled, ops.shape(centred))], axis=-1)
+    return centred if pooled is None else _join(centred, pooled)
 
 
 def centring_parts(nodes, static=None, center=True, region_scores=None):
@@ -78,14 +85,13 @@ def centring_parts(nodes, static=None, center=True, region_scores=None):
     elif static in ("contrast", "still"):
         # How far each region's clip mean stands out from the frame-wide
         # average of the clip means (B, 1, N, 1), mean 1 over regions.
-        score = _normalised_distance(clip_mean, ops.mean(clip_mean, axis=2, keepdims=True), 2)
+        score = _unit_mean(_distance(clip_mean, ops.mean(clip_mean, axis=2, keepdims=True)))
         if static == "still":
             # Less how much the region changes over the clip (its mean
             # distance from its clip mean over the real frames, mean 1 over
             # regions): the mover's trail stands out too, but it changes.
-            change = ops.sqrt(ops.sum(ops.square(nodes - clip_mean), -1, keepdims=True) + 1e-6)
-            change = ops.sum(change * valid, axis=1, keepdims=True) / count
-            score = score - change / (ops.mean(change, axis=2, keepdims=True) + 1e-6)
+            change = ops.sum(_distance(nodes, clip_mean) * valid, axis=1, keepdims=True) / count
+            score = score - _unit_mean(change)
         weights = ops.softmax(CONTRAST_TEMPERATURE * score, axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
     else:
@@ -179,11 +185,7 @@ class TemporalCentering(keras.layers.Layer):
         if pooled is not None and getattr(self.graph, "accepts_static", False):
             # The graph projects the static part once per frame, not per region.
             return self.graph(centred, static=pooled, training=training)
-        if pooled is not None:
-            centred = ops.concatenate(
-                [centred, ops.broadcast_to(pooled, ops.shape(centred))], axis=-1
-            )
-        return self.graph(centred, training=training)
+        return self.graph(centred if pooled is None else _join(centred, pooled), training=training)
 
     @property
     def units(self):
