@@ -56,6 +56,9 @@ VARIANTS = {
     # ... and by contrast less change, so the mover's trail does not count.
     "still": {"graph": {**_GRAPH, "temporal_centering": {"static": "still"},
                         "motion_tracks": {"scale": 10.0}}},
+    # ... and pooled near-uniformly over the regions that do not change.
+    "unmoved": {"graph": {**_GRAPH, "temporal_centering": {"static": "unmoved"},
+                          "motion_tracks": {"scale": 10.0}}},
 }
 
 

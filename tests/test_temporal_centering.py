@@ -216,7 +216,33 @@ def test_still_static_part_leaves_out_the_movers_trail_by_hand():
     assert len(layer.trainable_weights) == len(layer.graph.trainable_weights)
 
 
-@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still"])
+def test_unmoved_static_part_pools_evenly_where_nothing_changes_by_hand():
+    # 5 regions over 4 real frames: background (1, 0) in regions 0-2, a
+    # still shape (0, 5) in region 4, and a mover (4, 4) crossing region 3
+    # in the first two frames. The still shape and the background weigh
+    # the same; the mover's region next to nothing.
+    nodes = np.zeros((1, 4, 5, 2), "float32")
+    nodes[0, :] = [[1.0, 0.0]] * 4 + [[0.0, 5.0]]
+    nodes[0, :2, 3] = [4.0, 4.0]
+    frames = nodes[0].astype("float64")
+    means = frames.mean(axis=0)
+    change = np.linalg.norm(frames - means, axis=-1).mean(axis=0)
+    weights = np.exp(-np.square(change / change.mean()))
+    weights /= weights.sum()
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="unmoved"))
+    np.testing.assert_allclose(out[0, :, :, 2:], np.broadcast_to(weights @ means, (4, 5, 2)), atol=1e-4)
+    # By hand: the mover's region is 2.5 from its clip mean (2.5, 2) in
+    # every frame and the others do not change, so its change is 5 times
+    # the mean and its weight exp(-25) against 1 for each of the others.
+    assert weights[3] < 1e-10
+    np.testing.assert_allclose(out[0, 0, 0, 2:], [0.75, 1.25], atol=1e-4)
+    layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention",
+                                               grid_shape=(1, 5)), static="unmoved")
+    assert layer(nodes).shape == (1, 4, 8)
+    assert len(layer.trainable_weights) == len(layer.graph.trainable_weights)
+
+
+@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still", "unmoved"])
 def test_layer_passes_the_static_part_once_per_frame_as_if_concatenated(static):
     # TemporalCentering hands SpatialGraphConv the static part separately
     # (projected once per frame); the output must be the graph's on the

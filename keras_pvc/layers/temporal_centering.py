@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-STATIC_MODES = (None, "pooled", "salient", "contrast", "still")
+STATIC_MODES = (None, "pooled", "salient", "contrast", "still", "unmoved")
 # Sharpness of the `"contrast"` / `"still"` softmax over regions (as
 # `track_geometry`).
 CONTRAST_TEMPERATURE = 4.0
@@ -15,6 +15,12 @@ def _distance(features, reference):
 def _unit_mean(values):
     """`values (B, ., N, 1)` divided by their mean over the regions."""
     return values / (ops.mean(values, axis=2, keepdims=True) + 1e-6)
+
+
+def _change(nodes, clip_mean, valid, count):
+    """Each region's mean distance from its clip mean over the real frames,
+    `(B, 1, N, 1)`: how much it changes over the clip."""
+    return ops.sum(_distance(nodes, clip_mean) * valid, axis=1, keepdims=True) / count
 
 
 def _join(centred, pooled):
@@ -44,7 +50,11 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
             over regions), with no weights to learn; or `"still"`, the same
             less each region's mean change over the clip (also mean 1), so
             that a mover's trail, which stands out in the clip mean too,
-            does not count as the still object.
+            does not count as the still object; or `"unmoved"`, the clip
+            means pooled with `softmax(-c^2)`, `c` each region's change over
+            the clip (mean 1 over regions): near-uniform over the regions
+            that do not change, and without the mover's trail, so a pair's
+            still object is not mixed with the mover's colour.
         center: bool. False leaves the regions as they are (only the
             pooled static part is appended): the control that tells the
             centring's effect from the pooled "what"'s.
@@ -82,6 +92,10 @@ def centring_parts(nodes, static=None, center=True, region_scores=None):
             raise ValueError("temporal_centering: `static='salient'` needs `region_scores`.")
         weights = ops.softmax(region_scores(clip_mean), axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
+    elif static == "unmoved":
+        change = _unit_mean(_change(nodes, clip_mean, valid, count))
+        weights = ops.softmax(-ops.square(change), axis=2)  # (B, 1, N, 1)
+        pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
     elif static in ("contrast", "still"):
         # How far each region's clip mean stands out from the frame-wide
         # average of the clip means (B, 1, N, 1), mean 1 over regions.
@@ -90,8 +104,7 @@ def centring_parts(nodes, static=None, center=True, region_scores=None):
             # Less how much the region changes over the clip (its mean
             # distance from its clip mean over the real frames, mean 1 over
             # regions): the mover's trail stands out too, but it changes.
-            change = ops.sum(_distance(nodes, clip_mean) * valid, axis=1, keepdims=True) / count
-            score = score - _unit_mean(change)
+            score = score - _unit_mean(_change(nodes, clip_mean, valid, count))
         weights = ops.softmax(CONTRAST_TEMPERATURE * score, axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
     else:
@@ -118,7 +131,9 @@ class TemporalCentering(keras.layers.Layer):
     by the background; `static="contrast"` weighs the regions by how far
     their clip mean stands out from the frame's, with no weights to learn,
     and `static="still"` the same less how much each region changes over the
-    clip (the still object, not the mover's trail).
+    clip (the still object, not the mover's trail); `static="unmoved"` pools
+    near-uniformly over the regions that do not change (the background and
+    a pair's still object, without the mover).
 
     **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
     `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
@@ -127,8 +142,8 @@ class TemporalCentering(keras.layers.Layer):
     Args:
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
-        static: None, `"pooled"`, `"salient"`, `"contrast"` or `"still"`
-            (see above).
+        static: None, `"pooled"`, `"salient"`, `"contrast"`, `"still"` or
+            `"unmoved"` (see above).
         center: bool. False skips the centring and only appends the pooled
             static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
