@@ -59,6 +59,9 @@ VARIANTS = {
     # ... and pooled near-uniformly over the regions that do not change.
     "unmoved": {"graph": {**_GRAPH, "temporal_centering": {"static": "unmoved"},
                           "motion_tracks": {"scale": 10.0}}},
+    # ... less the background (the median region).
+    "figure": {"graph": {**_GRAPH, "temporal_centering": {"static": "figure"},
+                         "motion_tracks": {"scale": 10.0}}},
 }
 
 

@@ -236,13 +236,17 @@ def test_unmoved_static_part_pools_evenly_where_nothing_changes_by_hand():
     # the mean and its weight exp(-25) against 1 for each of the others.
     assert weights[3] < 1e-10
     np.testing.assert_allclose(out[0, 0, 0, 2:], [0.75, 1.25], atol=1e-4)
+    # "figure": less the median region's clip mean, the background (1, 0).
+    figure = ops.convert_to_numpy(temporal_centering(nodes, static="figure"))
+    np.testing.assert_allclose(figure[0, 0, 0, 2:], [0.75 - 1.0, 1.25], atol=1e-4)
+    np.testing.assert_allclose(figure[..., :2], out[..., :2])
     layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention",
                                                grid_shape=(1, 5)), static="unmoved")
     assert layer(nodes).shape == (1, 4, 8)
     assert len(layer.trainable_weights) == len(layer.graph.trainable_weights)
 
 
-@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still", "unmoved"])
+@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still", "unmoved", "figure"])
 def test_layer_passes_the_static_part_once_per_frame_as_if_concatenated(static):
     # TemporalCentering hands SpatialGraphConv the static part separately
     # (projected once per frame); the output must be the graph's on the

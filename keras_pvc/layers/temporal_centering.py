@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-STATIC_MODES = (None, "pooled", "salient", "contrast", "still", "unmoved")
+STATIC_MODES = (None, "pooled", "salient", "contrast", "still", "unmoved", "figure")
 # Sharpness of the `"contrast"` / `"still"` softmax over regions (as
 # `track_geometry`).
 CONTRAST_TEMPERATURE = 4.0
@@ -54,7 +54,11 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
             means pooled with `softmax(-c^2)`, `c` each region's change over
             the clip (mean 1 over regions): near-uniform over the regions
             that do not change, and without the mover's trail, so a pair's
-            still object is not mixed with the mover's colour.
+            still object is not mixed with the mover's colour; or
+            `"figure"`, the same less the median of the clip means over
+            regions (the background, which fills most of them), so what is
+            left is the still objects' contrast with their background and
+            not the background by which a clip can be told apart.
         center: bool. False leaves the regions as they are (only the
             pooled static part is appended): the control that tells the
             centring's effect from the pooled "what"'s.
@@ -92,10 +96,12 @@ def centring_parts(nodes, static=None, center=True, region_scores=None):
             raise ValueError("temporal_centering: `static='salient'` needs `region_scores`.")
         weights = ops.softmax(region_scores(clip_mean), axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
-    elif static == "unmoved":
+    elif static in ("unmoved", "figure"):
         change = _unit_mean(_change(nodes, clip_mean, valid, count))
         weights = ops.softmax(-ops.square(change), axis=2)  # (B, 1, N, 1)
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
+        if static == "figure":
+            pooled = pooled - ops.median(clip_mean, axis=2, keepdims=True)
     elif static in ("contrast", "still"):
         # How far each region's clip mean stands out from the frame-wide
         # average of the clip means (B, 1, N, 1), mean 1 over regions.
@@ -133,7 +139,8 @@ class TemporalCentering(keras.layers.Layer):
     and `static="still"` the same less how much each region changes over the
     clip (the still object, not the mover's trail); `static="unmoved"` pools
     near-uniformly over the regions that do not change (the background and
-    a pair's still object, without the mover).
+    a pair's still object, without the mover), and `static="figure"` the
+    same less the background (the median region).
 
     **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
     `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
@@ -142,8 +149,8 @@ class TemporalCentering(keras.layers.Layer):
     Args:
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
-        static: None, `"pooled"`, `"salient"`, `"contrast"`, `"still"` or
-            `"unmoved"` (see above).
+        static: None, `"pooled"`, `"salient"`, `"contrast"`, `"still"`,
+            `"unmoved"` or `"figure"` (see above).
         center: bool. False skips the centring and only appends the pooled
             static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
