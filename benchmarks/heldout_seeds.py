@@ -62,6 +62,9 @@ VARIANTS = {
     # ... less the background (the median region).
     "figure": {"graph": {**_GRAPH, "temporal_centering": {"static": "figure"},
                          "motion_tracks": {"scale": 10.0}}},
+    # The pooled mean and, beside it, the region that stands out and stays put.
+    "objects": {"graph": {**_GRAPH, "temporal_centering": {"static": "objects"},
+                          "motion_tracks": {"scale": 10.0}}},
 }
 
 

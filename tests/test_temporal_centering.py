@@ -246,7 +246,34 @@ def test_unmoved_static_part_pools_evenly_where_nothing_changes_by_hand():
     assert len(layer.trainable_weights) == len(layer.graph.trainable_weights)
 
 
-@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still", "unmoved", "figure"])
+def test_objects_static_part_is_the_pooled_mean_and_the_still_object_by_hand():
+    # 5 regions over 4 real frames: background (1, 0) in regions 0-2, a
+    # still shape (0, 5) in region 4, a mover (4, 4) crossing region 3 in
+    # the first two frames; a padding frame after them.
+    nodes = np.zeros((1, 5, 5, 2), "float32")
+    nodes[0, :4] = [[1.0, 0.0]] * 4 + [[0.0, 5.0]]
+    nodes[0, :2, 3] = [4.0, 4.0]
+    means = nodes[0, :4].astype("float64").mean(axis=0)
+    background = np.median(means, axis=0)  # (1, 0)
+    stands_out = np.linalg.norm(means - background, axis=-1)
+    change = np.linalg.norm(nodes[0, :4] - means, axis=-1).mean(axis=0)
+    score = 4.0 * stands_out / stands_out.mean() - np.square(change / change.mean())
+    weights = np.exp(score - score.max())
+    weights /= weights.sum()
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="objects"))
+    assert out.shape == (1, 5, 5, 6)
+    np.testing.assert_allclose(out[0, :4, :, 2:4], np.broadcast_to(means.mean(axis=0), (4, 5, 2)), atol=1e-4)
+    np.testing.assert_allclose(out[0, :4, :, 4:], np.broadcast_to(weights @ means, (4, 5, 2)), atol=1e-4)
+    np.testing.assert_array_equal(out[0, 4], 0.0)  # the padding frame stays zero
+    # The still shape stands out by 5.1 (mean 1.6): nearly all the weight.
+    assert weights[4] > 0.99
+    layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention",
+                                               grid_shape=(1, 5)), static="objects")
+    assert layer(nodes).shape == (1, 5, 8)
+    assert layer.compute_output_shape((1, 5, 5, 2)) == (1, 5, 8)
+
+
+@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still", "unmoved", "figure", "objects"])
 def test_layer_passes_the_static_part_once_per_frame_as_if_concatenated(static):
     # TemporalCentering hands SpatialGraphConv the static part separately
     # (projected once per frame); the output must be the graph's on the

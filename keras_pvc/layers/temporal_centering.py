@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-STATIC_MODES = (None, "pooled", "salient", "contrast", "still", "unmoved", "figure")
+STATIC_MODES = (None, "pooled", "salient", "contrast", "still", "unmoved", "figure", "objects")
 # Sharpness of the `"contrast"` / `"still"` softmax over regions (as
 # `track_geometry`).
 CONTRAST_TEMPERATURE = 4.0
@@ -25,7 +25,8 @@ def _change(nodes, clip_mean, valid, count):
 
 def _join(centred, pooled):
     """`[centred, pooled]`, the static part broadcast over the regions."""
-    return ops.concatenate([centred, ops.broadcast_to(pooled, ops.shape(centred))], axis=-1)
+    shape = tuple(ops.shape(centred)[:-1]) + (ops.shape(pooled)[-1],)
+    return ops.concatenate([centred, ops.broadcast_to(pooled, shape)], axis=-1)
 
 
 def temporal_centering(nodes, static=None, center=True, region_scores=None):
@@ -58,7 +59,13 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
             `"figure"`, the same less the median of the clip means over
             regions (the background, which fills most of them), so what is
             left is the still objects' contrast with their background and
-            not the background by which a clip can be told apart.
+            not the background by which a clip can be told apart; or
+            `"objects"`, two parts side by side: the `"pooled"` mean (where
+            the mover's appearance is read) and the clip means pooled with
+            `softmax(4 d - c^2)`, `d` each region's distance from the median
+            region's clip mean (mean 1 over regions) and `c` its change as
+            for `"unmoved"`: the region that stands out from the background
+            and does not move, a pair's still object (`2 C` numbers).
         center: bool. False leaves the regions as they are (only the
             pooled static part is appended): the control that tells the
             centring's effect from the pooled "what"'s.
@@ -67,7 +74,7 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
 
     Returns:
         float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with a `static`
-        part.
+        part (`(B, T, N, 3 * C)` with `"objects"`).
     """
     centred, pooled = centring_parts(nodes, static, center, region_scores)
     return centred if pooled is None else _join(centred, pooled)
@@ -102,6 +109,13 @@ def centring_parts(nodes, static=None, center=True, region_scores=None):
         pooled = ops.sum(weights * clip_mean, axis=2, keepdims=True)
         if static == "figure":
             pooled = pooled - ops.median(clip_mean, axis=2, keepdims=True)
+    elif static == "objects":
+        background = ops.median(clip_mean, axis=2, keepdims=True)
+        stands_out = _unit_mean(_distance(clip_mean, background))
+        change = _unit_mean(_change(nodes, clip_mean, valid, count))
+        weights = ops.softmax(CONTRAST_TEMPERATURE * stands_out - ops.square(change), axis=2)
+        still = ops.sum(weights * clip_mean, axis=2, keepdims=True)
+        pooled = ops.concatenate([ops.mean(clip_mean, axis=2, keepdims=True), still], axis=-1)
     elif static in ("contrast", "still"):
         # How far each region's clip mean stands out from the frame-wide
         # average of the clip means (B, 1, N, 1), mean 1 over regions.
@@ -140,17 +154,18 @@ class TemporalCentering(keras.layers.Layer):
     clip (the still object, not the mover's trail); `static="unmoved"` pools
     near-uniformly over the regions that do not change (the background and
     a pair's still object, without the mover), and `static="figure"` the
-    same less the background (the median region).
+    same less the background (the median region); `static="objects"` gives
+    both the pooled mean and the region that stands out and stays put.
 
     **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
     `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
-    a `static` part.
+    a `static` part (`3 * C` with `"objects"`).
 
     Args:
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
         static: None, `"pooled"`, `"salient"`, `"contrast"`, `"still"`,
-            `"unmoved"` or `"figure"` (see above).
+            `"unmoved"`, `"figure"` or `"objects"` (see above).
         center: bool. False skips the centring and only appends the pooled
             static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
@@ -183,7 +198,7 @@ class TemporalCentering(keras.layers.Layer):
     def _inner_shape(self, nodes_shape):
         channels = nodes_shape[-1]
         if self.static is not None and channels is not None:
-            channels = 2 * channels
+            channels = (3 if self.static == "objects" else 2) * channels
         return tuple(nodes_shape[:-1]) + (channels,)
 
     def build(self, nodes_shape):
