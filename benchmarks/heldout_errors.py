@@ -1,5 +1,6 @@
 """Where a held-out run's captions go wrong: the motion confusion of its
-one-object clips and how often a pair's still object gets the mover's colour.
+one-object clips and how often a pair's still object gets the mover's colour
+(and the mover the still object's).
 
 Reads the test captions a run wrote (`RUN/predictions.json`), or, with
 `--train-clips N`, captions the first N training clips from the cached
@@ -46,6 +47,7 @@ def main():
     from keras_pvc.datasets.heldout.attributes import grade_captions
 
     confusion, swaps, wrong_colour = collections.Counter(), 0, 0
+    mover_swaps, mover_wrong = 0, 0
     for index, (run, data) in enumerate(zip(args.run, args.data)):
         with open(os.path.join(data, "metadata.json")) as handle:
             scenes = json.load(handle)["scenes"]
@@ -61,15 +63,21 @@ def main():
             truth, said = clip["truth"], clip["said"]
             if clip["type"] == "single":
                 confusion[(truth["motion"], said["motion"])] += 1
-            elif said["other_color"] != truth["other_color"]:
+                continue
+            if said["other_color"] != truth["other_color"]:
                 wrong_colour += 1
                 swaps += said["other_color"] == truth["mover_color"]
+            if said["mover_color"] != truth["mover_color"]:
+                mover_wrong += 1
+                mover_swaps += said["mover_color"] == truth["other_color"]
     print("one object, motion -> what the captions said:")
     for motion in sorted({truth for truth, _ in confusion}, key=str):
         said = {str(s): n for (t, s), n in confusion.items() if t == motion}
         print(f"  {motion}: {said}")
     print(f"pairs: still object's colour wrong in {wrong_colour} clips, "
           f"the mover's colour in {swaps} of them")
+    print(f"pairs: the mover's colour wrong in {mover_wrong} clips, "
+          f"the still object's colour in {mover_swaps} of them")
 
 
 if __name__ == "__main__":
