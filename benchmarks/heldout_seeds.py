@@ -65,6 +65,9 @@ VARIANTS = {
     # The pooled mean and, beside it, the region that stands out and stays put.
     "objects": {"graph": {**_GRAPH, "temporal_centering": {"static": "objects"},
                           "motion_tracks": {"scale": 10.0}}},
+    # The pooled mean and, frame by frame, the appearance of what moves.
+    "roles": {"graph": {**_GRAPH, "temporal_centering": {"static": "roles"},
+                        "motion_tracks": {"scale": 10.0}}},
 }
 
 

@@ -273,7 +273,34 @@ def test_objects_static_part_is_the_pooled_mean_and_the_still_object_by_hand():
     assert layer.compute_output_shape((1, 5, 5, 2)) == (1, 5, 8)
 
 
-@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still", "unmoved", "figure", "objects"])
+def test_roles_static_part_is_the_pooled_mean_and_the_mover_frame_by_frame_by_hand():
+    # 4 regions over 3 real frames and a padding frame: background (1, 0),
+    # a still shape (0, 5) in region 3, and a mover (4, 4) in region 0,
+    # then 1, then 2.
+    nodes = np.zeros((1, 4, 4, 2), "float32")
+    nodes[0, :3] = [[1.0, 0.0]] * 3 + [[0.0, 5.0]]
+    for frame in range(3):
+        nodes[0, frame, frame] = [4.0, 4.0]
+    frames = nodes[0, :3].astype("float64")
+    means = frames.mean(axis=0)
+    out = ops.convert_to_numpy(temporal_centering(nodes, static="roles"))
+    assert out.shape == (1, 4, 4, 6)
+    np.testing.assert_allclose(out[0, :3, :, 2:4], np.broadcast_to(means.mean(axis=0), (3, 4, 2)), atol=1e-4)
+    for frame in range(3):
+        moving = np.linalg.norm(frames[frame] - means, axis=-1)
+        weights = np.exp(4.0 * moving / moving.mean())
+        weights /= weights.sum()
+        np.testing.assert_allclose(out[0, frame, 0, 4:], weights @ frames[frame], atol=1e-4)
+        # The mover's region is 10/3 from its clip mean (2, 4/3), twice as
+        # far as the two it left or will reach (5/3), the still shape's 0:
+        # weights e^8 : e^4 : e^4 : 1, 0.96 on (4, 4).
+        assert weights[frame] > 0.9
+    np.testing.assert_array_equal(out[0, 3], 0.0)
+    layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention"), static="roles")
+    assert layer(nodes).shape == (1, 4, 8)
+
+
+@pytest.mark.parametrize("static", ["pooled", "salient", "contrast", "still", "unmoved", "figure", "objects", "roles"])
 def test_layer_passes_the_static_part_once_per_frame_as_if_concatenated(static):
     # TemporalCentering hands SpatialGraphConv the static part separately
     # (projected once per frame); the output must be the graph's on the

@@ -1,7 +1,7 @@
 import keras
 from keras import ops
 
-STATIC_MODES = (None, "pooled", "salient", "contrast", "still", "unmoved", "figure", "objects")
+STATIC_MODES = (None, "pooled", "salient", "contrast", "still", "unmoved", "figure", "objects", "roles")
 # Sharpness of the `"contrast"` / `"still"` softmax over regions (as
 # `track_geometry`).
 CONTRAST_TEMPERATURE = 4.0
@@ -74,7 +74,7 @@ def temporal_centering(nodes, static=None, center=True, region_scores=None):
 
     Returns:
         float tensor `(B, T, N, C)`, or `(B, T, N, 2 * C)` with a `static`
-        part (`(B, T, N, 3 * C)` with `"objects"`).
+        part (`(B, T, N, 3 * C)` with `"objects"` or `"roles"`).
     """
     centred, pooled = centring_parts(nodes, static, center, region_scores)
     return centred if pooled is None else _join(centred, pooled)
@@ -116,6 +116,12 @@ def centring_parts(nodes, static=None, center=True, region_scores=None):
         weights = ops.softmax(CONTRAST_TEMPERATURE * stands_out - ops.square(change), axis=2)
         still = ops.sum(weights * clip_mean, axis=2, keepdims=True)
         pooled = ops.concatenate([ops.mean(clip_mean, axis=2, keepdims=True), still], axis=-1)
+    elif static == "roles":
+        moving = _unit_mean(_distance(nodes, clip_mean))  # (B, T, N, 1)
+        weights = ops.softmax(CONTRAST_TEMPERATURE * moving, axis=2)
+        mover = ops.sum(weights * nodes, axis=2, keepdims=True)  # (B, T, 1, C)
+        pooled = ops.broadcast_to(ops.mean(clip_mean, axis=2, keepdims=True), ops.shape(mover))
+        pooled = ops.concatenate([pooled, mover], axis=-1)
     elif static in ("contrast", "still"):
         # How far each region's clip mean stands out from the frame-wide
         # average of the clip means (B, 1, N, 1), mean 1 over regions.
@@ -155,17 +161,18 @@ class TemporalCentering(keras.layers.Layer):
     near-uniformly over the regions that do not change (the background and
     a pair's still object, without the mover), and `static="figure"` the
     same less the background (the median region); `static="objects"` gives
-    both the pooled mean and the region that stands out and stays put.
+    both the pooled mean and the region that stands out and stays put, and
+    `static="roles"` the pooled mean and, frame by frame, what moves.
 
     **Input**: region features `(B, T, N, C)`. **Output**: the graph's,
     `(B, T, D)`. The graph is built on `C` channels, or `2 * C` with
-    a `static` part (`3 * C` with `"objects"`).
+    a `static` part (`3 * C` with `"objects"` or `"roles"`).
 
     Args:
         graph: layer or layer config. The spatial graph that reads the
             centred regions.
         static: None, `"pooled"`, `"salient"`, `"contrast"`, `"still"`,
-            `"unmoved"`, `"figure"` or `"objects"` (see above).
+            `"unmoved"`, `"figure"`, `"objects"` or `"roles"` (see above).
         center: bool. False skips the centring and only appends the pooled
             static part (a control; needs `static="pooled"`).
         **kwargs: Standard layer arguments.
@@ -198,7 +205,7 @@ class TemporalCentering(keras.layers.Layer):
     def _inner_shape(self, nodes_shape):
         channels = nodes_shape[-1]
         if self.static is not None and channels is not None:
-            channels = (3 if self.static == "objects" else 2) * channels
+            channels = (3 if self.static in ("objects", "roles") else 2) * channels
         return tuple(nodes_shape[:-1]) + (channels,)
 
     def build(self, nodes_shape):
