@@ -265,7 +265,8 @@ def test_objects_static_part_is_the_pooled_mean_and_the_still_object_by_hand():
     np.testing.assert_allclose(out[0, :4, :, 2:4], np.broadcast_to(means.mean(axis=0), (4, 5, 2)), atol=1e-4)
     np.testing.assert_allclose(out[0, :4, :, 4:], np.broadcast_to(weights @ means, (4, 5, 2)), atol=1e-4)
     np.testing.assert_array_equal(out[0, 4], 0.0)  # the padding frame stays zero
-    # The still shape stands out by 5.1 (mean 1.6): nearly all the weight.
+    # The still shape stands out by 5.1 (the mean 1.5), the mover's region by
+    # 2.5 but it changes: nearly all the weight is on the still shape.
     assert weights[4] > 0.99
     layer = TemporalCentering(SpatialGraphConv(8, num_layers=1, pooling="attention",
                                                grid_shape=(1, 5)), static="objects")
