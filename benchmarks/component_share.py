@@ -119,7 +119,9 @@ def measure(preset, num_frames, plain_graph=False, node_residual=False):
     padding_mask = tf.ones((BATCH_SIZE, tokens), tf.bool)
 
     # The tensors each component sees, from one forward pass.
-    graph_output = backbone._frame_features(features, backbone.input_kind, training=True)
+    graph_output = backbone._frame_features(
+        backbone._regions(features, backbone.input_kind), training=True
+    )
     sequence, hidden, cell = backbone.temporal_encoder(graph_output, frame_mask, training=True)
     logits = backbone.caption_decoder(
         token_ids, sequence, frame_mask, initial_state=(hidden, cell), training=True

@@ -68,6 +68,9 @@ VARIANTS = {
     # The pooled mean and, frame by frame, the appearance of what moves.
     "roles": {"graph": {**_GRAPH, "temporal_centering": {"static": "roles"},
                         "motion_tracks": {"scale": 10.0}}},
+    # The default, and every region of every frame as an entry the decoder
+    # attends to beside the frames' states (`RegionMemory`).
+    "memory": {"region_memory": True},
 }
 
 

@@ -233,6 +233,12 @@ def list_presets():
     return sorted(PRESETS)
 
 
+# Knobs any preset takes though none sets them: `vocabulary` (a list of
+# words) and `region_memory` (True, or a dict of `RegionMemory`'s knobs:
+# every region of every frame as an entry the decoder attends to).
+OPTIONAL_KNOBS = {"vocabulary", "region_memory"}
+
+
 def preset_config(name, **overrides):
     """The knobs of a named preset with `overrides` applied (a copy)."""
     if name not in PRESETS:
@@ -242,7 +248,7 @@ def preset_config(name, **overrides):
         )
     config = copy.deepcopy(PRESETS[name])
     vocabulary = overrides.get("vocabulary")
-    unknown = set(overrides) - set(config) - {"vocabulary"}
+    unknown = set(overrides) - set(config) - OPTIONAL_KNOBS
     if unknown:
         raise ValueError(
             f"Unknown override(s) {sorted(unknown)} for preset {name!r}. "
@@ -259,6 +265,7 @@ def build_video_captioner(config):
     from keras_pvc.layers import CaptionDecoder
     from keras_pvc.layers import FrameCNN
     from keras_pvc.layers import MotionTracks
+    from keras_pvc.layers import RegionMemory
     from keras_pvc.layers import SpatialGraphConv
     from keras_pvc.layers import TemporalCentering
     from keras_pvc.layers import TemporalLSTMEncoder
@@ -290,9 +297,18 @@ def build_video_captioner(config):
                 graph, **(tracks if isinstance(tracks, dict) else {}),
                 name="motion_tracks",
             )
+    region_memory = None
+    if config.get("region_memory"):
+        memory_knobs = {"dropout": config["dropout"]}
+        if isinstance(config["region_memory"], dict):
+            memory_knobs.update(config["region_memory"])
+        region_memory = RegionMemory(
+            config["hidden_dim"], **memory_knobs, name="region_memory"
+        )
     backbone = VideoCaptionerBackbone(
         frame_cnn=frame_cnn,
         spatial_graph=graph,
+        region_memory=region_memory,
         temporal_encoder=TemporalLSTMEncoder(
             config["hidden_dim"],
             num_layers=config["encoder_layers"],

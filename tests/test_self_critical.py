@@ -74,14 +74,13 @@ def video_inputs(features):
 
 
 def encode(model, inputs):
-    sequence, hidden, cell = model.backbone.encode(inputs, training=False)
-    return sequence, hidden, cell
+    return model.backbone.encode(inputs, training=False)
 
 
 def sample_log_probs(model, inputs, samples, num_samples):
     """Teacher-forced log-softmax `(N, L, V)` of samples, as the trainer does."""
     decoder = model.backbone.caption_decoder
-    sequence, hidden, cell = encode(model, inputs)
+    sequence, memory_mask, hidden, cell = encode(model, inputs)
     previous = ops.concatenate(
         [ops.full((ops.shape(samples)[0], 1), BOS_ID, "int32"), samples[:, :-1]], axis=1
     )
@@ -92,7 +91,7 @@ def sample_log_probs(model, inputs, samples, num_samples):
     logits = decoder(
         previous,
         repeat(sequence),
-        repeat(inputs["frame_mask"]),
+        repeat(memory_mask),
         initial_state=(repeat(hidden), repeat(cell)),
         training=False,
     )
@@ -266,8 +265,7 @@ def test_fit_raises_the_cider_d_reward():
 
 
 def _cache_parts(model, inputs):
-    sequence, hidden, cell = encode(model, inputs)
-    return sequence, inputs["frame_mask"], hidden, cell
+    return encode(model, inputs)
 
 
 # === Baselines ===

@@ -99,7 +99,8 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
           an empty caption);
         - `attention`: float array `(len(words), T)`: the decoder's attention
           over frames when it predicted each word (rows sum to 1 over real
-          frames), or None for a decoder without attention;
+          frames; with a region memory, what the regions took is left
+          out), or None for a decoder without attention;
         - `region_weights`: float array `(T, N)`, the spatial graph's
           attention- or keypoint-pooling weights over each frame's regions
           (the heads' mean; rows sum to 1), or None (a features model, no
@@ -136,17 +137,18 @@ def explain_clip(model, frames, frame_mask=None, sampler="greedy"):
 
     # Teacher-force the generated caption: the decoder's step i reads token
     # i-1 and attends over frames to predict word i.
-    sequence, hidden, cell = backbone.encode(inputs, training=False)
+    sequence, memory_mask, hidden, cell = backbone.encode(inputs, training=False)
     token_ids = np.concatenate([[BOS_ID], ids])[: len(words)][None].astype("int32")
     _, attention = backbone.caption_decoder(
         token_ids,
         sequence,
-        frame_mask,
+        memory_mask,
         initial_state=(hidden, cell),
         return_attention=True,
     )
     if attention is not None:
-        attention = np.asarray(ops.convert_to_numpy(attention))[0]
+        # The frames' share only (a region memory's entries follow them).
+        attention = np.asarray(ops.convert_to_numpy(attention))[0][:, : video.shape[1]]
 
     region_weights, grid_shape = None, None
     graph = backbone.spatial_graph

@@ -4,6 +4,7 @@ from keras_pvc.layers.caption_decoder import CaptionDecoder
 from keras_pvc.layers.fast_lstm import FastLSTM
 from keras_pvc.layers.frame_cnn import FrameCNN
 from keras_pvc.layers.motion_tracks import MotionTracks
+from keras_pvc.layers.region_memory import RegionMemory
 from keras_pvc.layers.spatial_graph_conv import SpatialGraphConv
 from keras_pvc.layers.spatial_graph_conv import grid_adjacency
 from keras_pvc.layers.temporal_centering import TemporalCentering
@@ -14,6 +15,7 @@ __all__ = [
     "FastLSTM",
     "FrameCNN",
     "MotionTracks",
+    "RegionMemory",
     "SpatialGraphConv",
     "TemporalCentering",
     "TemporalLSTMEncoder",

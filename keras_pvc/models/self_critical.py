@@ -309,8 +309,8 @@ class SelfCriticalTrainer:
         max_length = model.caption_length + 1
         inputs = {key: x[key] for key in (backbone.input_kind, "frame_mask")}
 
-        sequence, hidden, cell = backbone.encode(inputs, training=False)
-        cache = decoder.initial_cache(sequence, inputs["frame_mask"], hidden, cell)
+        sequence, memory_mask, hidden, cell = backbone.encode(inputs, training=False)
+        cache = decoder.initial_cache(sequence, memory_mask, hidden, cell)
         # Samples and the greedy baseline: integer ids, no gradient.
         with no_gradient():
             samples = decode(
@@ -343,7 +343,7 @@ class SelfCriticalTrainer:
         logits = decoder(
             sampled_inputs,
             repeat(sequence),
-            repeat(inputs["frame_mask"]),
+            repeat(memory_mask),
             initial_state=(repeat(hidden), repeat(cell)),
             training=False,
         )

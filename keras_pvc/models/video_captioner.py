@@ -471,9 +471,8 @@ class VideoCaptioner(keras_hub.models.Task):
             logits, cache = decoder.step(token_ids, cache)
             return logits, None, cache
 
-        sequence, hidden, cell = backbone.encode(inputs, training=False)
-        frame_mask = inputs.get("frame_mask")
-        cache = decoder.initial_cache(sequence, frame_mask, hidden, cell)
+        sequence, memory_mask, hidden, cell = backbone.encode(inputs, training=False)
+        cache = decoder.initial_cache(sequence, memory_mask, hidden, cell)
         batch_size = ops.shape(sequence)[0]
         prompt = ops.concatenate(
             [
@@ -499,13 +498,13 @@ class VideoCaptioner(keras_hub.models.Task):
         )
         if length_penalty is not None:
             return self._best_beam(
-                token_ids[0], sequence, frame_mask, hidden, cell,
+                token_ids[0], sequence, memory_mask, hidden, cell,
                 sampler.num_beams, length_penalty,
             )
         return token_ids[:, 1:]
 
     def _best_beam(
-        self, beams, sequence, frame_mask, hidden, cell, num_beams, length_penalty
+        self, beams, sequence, memory_mask, hidden, cell, num_beams, length_penalty
     ):
         """Re-scores beams `(B, beams, L)` by log p / length**length_penalty."""
         from keras_pvc.models.self_critical import mask_after_eos
@@ -521,7 +520,7 @@ class VideoCaptioner(keras_hub.models.Task):
         logits = decoder(
             flat[:, :-1],
             repeat(sequence),
-            repeat(frame_mask),
+            repeat(memory_mask),
             initial_state=(repeat(hidden), repeat(cell)),
         )
         log_probs = ops.take_along_axis(

@@ -30,12 +30,17 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
       frame_mask)` -> `(sequence, hidden, cell)`.
     - `caption_decoder` (e.g. `CaptionDecoder`): teacher-forced logits, plus
       `initial_cache`/`step` for sampling.
+    - `region_memory` (e.g. `RegionMemory`) or None: `(regions, frame_mask)`
+      -> `(memory (B, M, H_enc), memory_mask (B, M))`, entries the decoder
+      attends to beside the encoder's frame states (the regions the graph
+      reads, kept apart, so that a word can read one object).
 
     Args:
         temporal_encoder: layer or config.
         caption_decoder: layer or config.
         frame_cnn: layer, config or None.
         spatial_graph: layer, config or None.
+        region_memory: layer, config or None.
         input_kind: str. `"features"` (cached features) or `"frames"`.
         input_shape: tuple. Shape of one frame's input after the time axis:
             `(D,)` pooled features, `(N, C)` region features, or
@@ -62,6 +67,7 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
         caption_decoder,
         frame_cnn=None,
         spatial_graph=None,
+        region_memory=None,
         input_kind="features",
         input_shape=(4096,),
         dtype=None,
@@ -85,6 +91,7 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
         self.spatial_graph = _as_layer(spatial_graph)
         self.temporal_encoder = _as_layer(temporal_encoder)
         self.caption_decoder = _as_layer(caption_decoder)
+        self.region_memory = _as_layer(region_memory)
 
         # === Functional Model ===
         video_input = keras.Input(
@@ -101,13 +108,13 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
         padding_mask_input = keras.Input(
             shape=(None,), dtype="int32", name="padding_mask"
         )
-        sequence, hidden, cell = self._encode(
+        sequence, memory_mask, hidden, cell = self._encode(
             video_input, frame_mask_input, input_kind
         )
         logits = self.caption_decoder(
             token_ids_input,
             sequence,
-            frame_mask_input,
+            memory_mask,
             initial_state=(hidden, cell),
         )
         super().__init__(
@@ -132,10 +139,13 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
         self.input_kind = input_kind
         self.video_input_shape = input_shape
 
-    def _frame_features(self, video, input_kind, training=None):
-        features = video
+    def _regions(self, video, input_kind, training=None):
         if input_kind == "frames":
-            features = self.frame_cnn(features, training=training)
+            return self.frame_cnn(video, training=training)
+        return video
+
+    def _frame_features(self, regions, training=None):
+        features = regions
         if self.spatial_graph is not None:
             if len(features.shape) != 4:
                 raise ValueError(
@@ -149,15 +159,43 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
         return features
 
     def _encode(self, video, frame_mask, input_kind, training=None):
-        features = self._frame_features(video, input_kind, training)
-        return self.temporal_encoder(features, frame_mask, training=training)
+        """`(memory, memory_mask, hidden, cell)`: what the decoder attends to
+        (the frame states, then any region memory) and its initial state."""
+        regions = self._regions(video, input_kind, training)
+        features = self._frame_features(regions, training)
+        sequence, hidden, cell = self.temporal_encoder(
+            features, frame_mask, training=training
+        )
+        if self.region_memory is None:
+            return sequence, frame_mask, hidden, cell
+        if len(regions.shape) != 4:
+            raise ValueError(
+                "A region memory needs region features (B, T, N, C); got "
+                f"shape {regions.shape}. Use region features or drop it "
+                "(`region_memory=None`)."
+            )
+        memory, memory_mask = self.region_memory(
+            regions, frame_mask, training=training
+        )
+        memory = ops.concatenate([sequence, ops.cast(memory, sequence.dtype)], 1)
+        memory_mask = ops.concatenate(
+            [ops.cast(frame_mask, "int32"), ops.cast(memory_mask, "int32")], 1
+        )
+        return memory, memory_mask, hidden, cell
 
     @property
     def vocabulary_size(self):
         return self.caption_decoder.vocabulary_size
 
     def encode(self, inputs, training=False):
-        """Runs the video side: inputs dict -> `(sequence, hidden, cell)`."""
+        """Runs the video side: inputs dict -> `(memory, memory_mask, hidden,
+        cell)`.
+
+        `memory (B, M, H_enc)` is what the decoder attends to: the temporal
+        encoder's states of the `T` frames, then, with a `region_memory`,
+        its entries (`M = T` without one); `memory_mask (B, M)` marks the
+        real entries. `hidden` and `cell` start the decoder.
+        """
         video = inputs[self.input_kind]
         frame_mask = inputs.get("frame_mask")
         if frame_mask is None:
@@ -188,6 +226,9 @@ class VideoCaptionerBackbone(keras_hub.models.Backbone):
                 else None,
                 "spatial_graph": keras.layers.serialize(self.spatial_graph)
                 if self.spatial_graph is not None
+                else None,
+                "region_memory": keras.layers.serialize(self.region_memory)
+                if self.region_memory is not None
                 else None,
                 "input_kind": self.input_kind,
                 "input_shape": list(self.video_input_shape),
