@@ -5,6 +5,29 @@ from keras_pvc.layers.spatial_graph_conv import grid_coordinates
 from keras_pvc.layers.spatial_graph_conv import resolve_grid
 
 
+def unit_distances(nodes, reference, valid, count):
+    """Each region's distance from `reference`, over its clip-wide mean.
+
+    Args:
+        nodes: float tensor `(B, T, N, C)`.
+        reference: float tensor broadcastable to `nodes` (the clip mean
+            `(B, 1, N, C)`, or the frame mean `(B, T, 1, C)`).
+        valid: float tensor `(B, T, 1, 1)`, 1 for real frames.
+        count: float tensor `(B, 1, 1, 1)`, the real frames (at least 1).
+
+    Returns:
+        float tensor `(B, T, N)`: the distances divided by their mean over
+        the clip's real frames and regions (so mean 1, whatever the
+        features' scale), zero on padding frames.
+    """
+    distance = ops.sqrt(ops.sum(ops.square(nodes - reference), axis=-1) + 1e-6)
+    distance = distance * valid[..., 0]  # (B, T, N)
+    scale = ops.sum(distance, axis=(1, 2), keepdims=True) / (
+        count[..., 0] * ops.cast(ops.shape(nodes)[2], nodes.dtype)
+    )
+    return distance / (scale + 1e-6)
+
+
 def track_geometry(nodes, grid_shape, temperature=4.0):
     """Where a clip changes, and where it stands out, frame by frame.
 
@@ -42,12 +65,7 @@ def track_geometry(nodes, grid_shape, temperature=4.0):
     frame_mean = ops.mean(nodes, axis=2, keepdims=True)
     parts = []
     for reference in (clip_mean, frame_mean):
-        distance = ops.sqrt(ops.sum(ops.square(nodes - reference), axis=-1) + 1e-6)
-        distance = distance * valid[..., 0]  # (B, T, N)
-        scale = ops.sum(distance, axis=(1, 2), keepdims=True) / (
-            count[..., 0] * ops.cast(ops.shape(nodes)[2], "float32")
-        )
-        saliency = distance / (scale + 1e-6)
+        saliency = unit_distances(nodes, reference, valid, count)
         weights = ops.softmax(temperature * saliency, axis=-1)
         centroid = ops.matmul(weights, coords)  # (B, T, 2)
         offsets = ops.expand_dims(coords, 0) - ops.expand_dims(centroid, -2)

@@ -1,6 +1,8 @@
 import keras
 from keras import ops
 
+from keras_pvc.layers.motion_tracks import unit_distances
+
 
 def region_change(regions, frame_mask=None):
     """How far each region is from its own clip mean, frame by frame.
@@ -20,15 +22,12 @@ def region_change(regions, frame_mask=None):
     regions = ops.convert_to_tensor(regions)
     if frame_mask is None:
         frame_mask = ops.ones(ops.shape(regions)[:2], "bool")
-    valid = ops.cast(frame_mask, regions.dtype)[:, :, None]  # (B, T, 1)
-    frames = ops.maximum(ops.sum(valid, axis=1, keepdims=True), 1.0)  # (B, 1, 1)
-    clip_mean = ops.sum(regions * valid[..., None], axis=1, keepdims=True) / frames[..., None]
-    distance = ops.sqrt(ops.sum(ops.square(regions - clip_mean), -1) + 1e-6) * valid
-    regions_count = ops.cast(ops.shape(regions)[2], regions.dtype)
-    scale = ops.sum(distance, axis=(1, 2), keepdims=True) / (frames * regions_count)
-    change = distance / (scale + 1e-6)
-    mean_change = ops.sum(change, axis=1, keepdims=True) / frames
-    return change, ops.broadcast_to(mean_change, ops.shape(change)) * valid
+    valid = ops.cast(frame_mask, regions.dtype)[:, :, None, None]  # (B, T, 1, 1)
+    count = ops.maximum(ops.sum(valid, axis=1, keepdims=True), 1.0)  # (B, 1, 1, 1)
+    clip_mean = ops.sum(regions * valid, axis=1, keepdims=True) / count
+    change = unit_distances(regions, clip_mean, valid, count)  # (B, T, N)
+    mean_change = ops.sum(change, axis=1, keepdims=True) / count[..., 0]
+    return change, ops.broadcast_to(mean_change, ops.shape(change)) * valid[..., 0]
 
 
 @keras.saving.register_keras_serializable(package="keras_pvc")
